@@ -1,0 +1,410 @@
+// CPU attention core, materialised (DAPE-SPEC §1.2, §4.6). Work is split over (b, i) query rows in the
+// forward and over query rows i in the DAPE backward, so that every query row sees all heads at once
+// (DAPE mixes heads) and every reduction runs in a fixed order.
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <vector>
+
+#include "kernels/attention.h"
+#include "kernels/cpu/activation.h"
+#include "kernels/error.h"
+
+namespace dape::kernels {
+
+using cpu::activation_derivative;
+using cpu::activation_forward;
+
+int AttentionSpec::dape_inputs() const {
+  return (dape == DapeMode::concat_residual || dape == DapeMode::concat) ? 2 * NH : NH;
+}
+
+BiasSpec AttentionSpec::bias_spec() const {
+  BiasSpec s;
+  s.kind = pe;
+  s.NH = NH;
+  s.T = T;
+  s.HS = HS;
+  s.causal = causal;
+  s.fire_width = fire_width;
+  s.fire_L0 = fire_L0;
+  s.fire_activation = dape == DapeMode::off ? Activation::relu : Activation::leaky_relu;
+  return s;
+}
+
+namespace {
+
+bool has_bias(const AttentionSpec& s) {
+  return s.pe == PeKind::alibi || s.pe == PeKind::kerple || s.pe == PeKind::fire || s.pe == PeKind::t5;
+}
+
+// Whether beta enters the logits directly (beside the DAPE MLP output).
+bool bias_in_residual(DapeMode mode) {
+  return mode == DapeMode::off || mode == DapeMode::concat_residual || mode == DapeMode::add_residual;
+}
+
+// Views of one query row (b, i) across heads: element (h, j) of a (B,NH,T,T) tensor.
+struct RowIndex {
+  size_t head_stride, base;
+  RowIndex(const AttentionSpec& s, int b, int i)
+      : head_stride(size_t(s.T) * s.T), base(size_t(b) * s.NH * head_stride + size_t(i) * s.T) {}
+  size_t at(int h) const { return base + h * head_stride; }
+};
+
+// The DAPE MLP input rows for query row (b, i): z (Zin, n), row m over keys j < n (DAPE-SPEC §4.1).
+template <typename F>
+void dape_gather_inputs(F* z, const F* scores, const F* bias, const RowIndex& row, int i, int n,
+                        const AttentionSpec& s) {
+  const size_t TT = size_t(s.T) * s.T;
+  for (int h = 0; h < s.NH; ++h) {
+    const F* sh = scores + row.at(h);
+    const F* bh = bias ? bias + h * TT + size_t(i) * s.T : nullptr;
+    F* zh = z + size_t(h) * n;
+    switch (s.dape) {
+      case DapeMode::concat_residual:
+      case DapeMode::concat:
+        std::copy(sh, sh + n, zh);
+        std::copy(bh, bh + n, z + size_t(s.NH + h) * n);
+        break;
+      case DapeMode::add_residual:
+        for (int j = 0; j < n; ++j) zh[j] = sh[j] + bh[j];
+        break;
+      case DapeMode::scores_only: std::copy(sh, sh + n, zh); break;
+      case DapeMode::off: DAPE_ASSERT(false);
+    }
+  }
+}
+
+// u (D,n) = W1 z + c1; a (D,n) = act(u).
+template <typename F>
+void dape_hidden(F* u, F* a, const F* z, const DapeTensors<const F*>& w, int n, const AttentionSpec& s) {
+  const int D = s.dape_width, Zin = s.dape_inputs();
+  for (int d = 0; d < D; ++d) {
+    F* ud = u + size_t(d) * n;
+    std::fill(ud, ud + n, w.fc1_bias[d]);
+    for (int m = 0; m < Zin; ++m) {
+      const F wdm = w.fc1_weight[d * Zin + m];
+      const F* zm = z + size_t(m) * n;
+      for (int j = 0; j < n; ++j) ud[j] += wdm * zm[j];
+    }
+    F* ad = a + size_t(d) * n;
+    for (int j = 0; j < n; ++j) ad[j] = activation_forward(ud[j], s.dape_activation);
+  }
+}
+
+template <typename F>
+struct RowWorkspace {
+  std::vector<F> logits, z, u, a, gz;
+  explicit RowWorkspace(const AttentionSpec& s) {
+    const size_t T = s.T;
+    logits.resize(s.NH * T);
+    if (s.dape != DapeMode::off) {
+      z.resize(s.dape_inputs() * T);
+      u.resize(s.dape_width * T);
+      a.resize(s.dape_width * T);
+      gz.resize(s.dape_inputs() * T);
+    }
+  }
+};
+
+// Logits of query row (b, i) for all heads into ws.logits (NH, n).
+template <typename F>
+void row_logits(RowWorkspace<F>& ws, const AttentionSaved<F>& saved, const DapeTensors<const F*>& dape,
+                const RowIndex& row, int i, int n, const AttentionSpec& s) {
+  const size_t TT = size_t(s.T) * s.T;
+  for (int h = 0; h < s.NH; ++h) {
+    F* lh = ws.logits.data() + size_t(h) * n;
+    const F* sh = saved.scores + row.at(h);
+    std::copy(sh, sh + n, lh);
+    if (has_bias(s) && bias_in_residual(s.dape)) {
+      const F* bh = saved.bias + h * TT + size_t(i) * s.T;
+      for (int j = 0; j < n; ++j) lh[j] += bh[j];
+    }
+  }
+  if (s.dape == DapeMode::off) return;
+  dape_gather_inputs(ws.z.data(), saved.scores, saved.bias, row, i, n, s);
+  dape_hidden(ws.u.data(), ws.a.data(), ws.z.data(), dape, n, s);
+  const int D = s.dape_width;
+  for (int h = 0; h < s.NH; ++h) {
+    F* lh = ws.logits.data() + size_t(h) * n;
+    const F c2 = dape.fc2_bias[h];
+    for (int j = 0; j < n; ++j) lh[j] += c2;
+    for (int d = 0; d < D; ++d) {
+      const F w = dape.fc2_weight[h * D + d];
+      const F* ad = ws.a.data() + size_t(d) * n;
+      for (int j = 0; j < n; ++j) lh[j] += w * ad[j];
+    }
+  }
+}
+
+}  // namespace
+
+template <typename F>
+void attention_forward(F* out, const AttentionSaved<F>& saved, const F* qkv, const PositionalTensors<const F*>& pe,
+                       const DapeTensors<const F*>& dape, const AttentionSpec& s) {
+  const int B = s.B, T = s.T, NH = s.NH, HS = s.HS, C = NH * HS;
+  const F scale = F(1) / std::sqrt(F(HS));
+
+#pragma omp parallel for collapse(2) schedule(static)
+  for (int b = 0; b < B; ++b)
+    for (int t = 0; t < T; ++t) {
+      const F* src = qkv + (size_t(b) * T + t) * 3 * C;
+      for (int h = 0; h < NH; ++h) {
+        const size_t dst = ((size_t(b) * NH + h) * T + t) * HS;
+        std::copy(src + h * HS, src + h * HS + HS, saved.q + dst);
+        std::copy(src + C + h * HS, src + C + h * HS + HS, saved.k + dst);
+        std::copy(src + 2 * C + h * HS, src + 2 * C + h * HS + HS, saved.v + dst);
+      }
+    }
+  if (s.pe == PeKind::rope) {
+    rope_forward(saved.q, B * NH, T, HS);
+    rope_forward(saved.k, B * NH, T, HS);
+  }
+  if (has_bias(s)) bias_forward(saved.bias, pe, s.bias_spec());
+
+#pragma omp parallel
+  {
+    RowWorkspace<F> ws(s);
+#pragma omp for collapse(2) schedule(static)
+    for (int b = 0; b < B; ++b)
+      for (int i = 0; i < T; ++i) {
+        const int n = s.causal ? i + 1 : T;
+        const RowIndex row(s, b, i);
+        for (int h = 0; h < NH; ++h) {
+          const F* qi = saved.q + ((size_t(b) * NH + h) * T + i) * HS;
+          const F* kh = saved.k + (size_t(b) * NH + h) * T * HS;
+          F* sh = saved.scores + row.at(h);
+          for (int j = 0; j < n; ++j) {
+            F dot = 0;
+            for (int c = 0; c < HS; ++c) dot += qi[c] * kh[size_t(j) * HS + c];
+            sh[j] = dot * scale;
+          }
+          std::fill(sh + n, sh + T, F(0));
+        }
+        row_logits(ws, saved, dape, row, i, n, s);
+        for (int h = 0; h < NH; ++h) {
+          const F* lh = ws.logits.data() + size_t(h) * n;
+          F* ph = saved.probs + row.at(h);
+          const F maxv = *std::max_element(lh, lh + n);
+          F sum = 0;
+          for (int j = 0; j < n; ++j) sum += (ph[j] = std::exp(lh[j] - maxv));
+          const F inv = F(1) / sum;
+          for (int j = 0; j < n; ++j) ph[j] *= inv;
+          std::fill(ph + n, ph + T, F(0));
+          F* o = out + (size_t(b) * T + i) * C + h * HS;
+          std::fill(o, o + HS, F(0));
+          const F* vh = saved.v + (size_t(b) * NH + h) * T * HS;
+          for (int j = 0; j < n; ++j)
+            for (int c = 0; c < HS; ++c) o[c] += ph[j] * vh[size_t(j) * HS + c];
+        }
+      }
+  }
+}
+
+template <typename F>
+void attention_backward(F* dqkv, const PositionalTensors<F*>& dpe, const DapeTensors<F*>& ddape,
+                        const AttentionScratch<F>& scratch, const F* dout, const AttentionSaved<F>& saved,
+                        const PositionalTensors<const F*>& pe, const DapeTensors<const F*>& dape,
+                        const AttentionSpec& s) {
+  const int B = s.B, T = s.T, NH = s.NH, HS = s.HS, C = NH * HS;
+  const size_t TT = size_t(T) * T;
+  const F scale = F(1) / std::sqrt(F(HS));
+  F* g = scratch.dscores;  // first dL/dlogits, then dL/dscores
+
+  // Step 1 (DAPE-SPEC §4.6): dv = P^T do; g = P (dP - Delta), per head.
+#pragma omp parallel for collapse(2) schedule(static)
+  for (int b = 0; b < B; ++b)
+    for (int h = 0; h < NH; ++h) {
+      const size_t bh = size_t(b) * NH + h;
+      const F* P = saved.probs + bh * TT;
+      const F* vh = saved.v + bh * T * HS;
+      F* dv = scratch.dv + bh * T * HS;
+      F* gh = g + bh * TT;
+      std::fill(dv, dv + size_t(T) * HS, F(0));
+      for (int i = 0; i < T; ++i) {
+        const int n = s.causal ? i + 1 : T;
+        const F* doi = dout + (size_t(b) * T + i) * C + h * HS;
+        const F* Pi = P + size_t(i) * T;
+        F* gi = gh + size_t(i) * T;
+        F delta = 0;
+        for (int j = 0; j < n; ++j) {
+          F dp = 0;
+          for (int c = 0; c < HS; ++c) {
+            dp += doi[c] * vh[size_t(j) * HS + c];
+            dv[size_t(j) * HS + c] += Pi[j] * doi[c];
+          }
+          gi[j] = dp;
+          delta += Pi[j] * dp;
+        }
+        for (int j = 0; j < n; ++j) gi[j] = Pi[j] * (gi[j] - delta);
+        std::fill(gi + n, gi + T, F(0));
+      }
+    }
+
+  // Step 2: the DAPE MLP backward and the batch-summed bias gradient, per query row i.
+  const bool bias = has_bias(s);
+  if (s.dape != DapeMode::off) {
+    const int D = s.dape_width, Zin = s.dape_inputs();
+    const size_t n_dw1 = size_t(D) * Zin, n_dw2 = size_t(NH) * D;
+    const size_t width = n_dw1 + D + n_dw2 + NH;  // [dW1, dc1, dW2, dc2] per row
+    std::vector<F> rows(size_t(T) * width, F(0));
+#pragma omp parallel
+    {
+      RowWorkspace<F> ws(s);
+      std::vector<F> gu(size_t(D) * T);
+#pragma omp for schedule(static)
+      for (int i = 0; i < T; ++i) {
+        const int n = s.causal ? i + 1 : T;
+        F* acc = rows.data() + size_t(i) * width;
+        F *dw1 = acc, *dc1 = acc + n_dw1, *dw2 = dc1 + D, *dc2 = dw2 + n_dw2;
+        F* dbias_i = bias ? scratch.dbias + size_t(i) * T : nullptr;
+        if (bias)
+          for (int h = 0; h < NH; ++h) std::fill(dbias_i + h * TT, dbias_i + h * TT + T, F(0));
+        for (int b = 0; b < B; ++b) {
+          const RowIndex row(s, b, i);
+          dape_gather_inputs(ws.z.data(), saved.scores, saved.bias, row, i, n, s);
+          dape_hidden(ws.u.data(), ws.a.data(), ws.z.data(), dape, n, s);
+          // gamma_a = W2^T g, dW2 += g a^T, dc2 += sum_j g.
+          std::fill(gu.begin(), gu.begin() + size_t(D) * n, F(0));
+          for (int h = 0; h < NH; ++h) {
+            const F* gh = g + row.at(h);
+            F sum = 0;
+            for (int j = 0; j < n; ++j) sum += gh[j];
+            dc2[h] += sum;
+            for (int d = 0; d < D; ++d) {
+              const F* ad = ws.a.data() + size_t(d) * n;
+              const F w = dape.fc2_weight[h * D + d];
+              F* gud = gu.data() + size_t(d) * n;
+              F dot = 0;
+              for (int j = 0; j < n; ++j) {
+                dot += gh[j] * ad[j];
+                gud[j] += w * gh[j];
+              }
+              dw2[h * D + d] += dot;
+            }
+          }
+          // gamma_u = gamma_a act'(u); dc1 += sum_j gamma_u; dW1 += gamma_u z^T; gamma_z = W1^T gamma_u.
+          std::fill(ws.gz.begin(), ws.gz.begin() + size_t(Zin) * n, F(0));
+          for (int d = 0; d < D; ++d) {
+            F* gud = gu.data() + size_t(d) * n;
+            const F* ud = ws.u.data() + size_t(d) * n;
+            F sum = 0;
+            for (int j = 0; j < n; ++j) sum += (gud[j] *= activation_derivative(ud[j], s.dape_activation));
+            dc1[d] += sum;
+            for (int m = 0; m < Zin; ++m) {
+              const F* zm = ws.z.data() + size_t(m) * n;
+              F* gzm = ws.gz.data() + size_t(m) * n;
+              const F w = dape.fc1_weight[d * Zin + m];
+              F dot = 0;
+              for (int j = 0; j < n; ++j) {
+                dot += gud[j] * zm[j];
+                gzm[j] += w * gud[j];
+              }
+              dw1[d * Zin + m] += dot;
+            }
+          }
+          // Route gamma_z and the residual g to the scores and the bias (variants: DAPE-SPEC §4.6).
+          for (int h = 0; h < NH; ++h) {
+            F* gh = g + row.at(h);
+            const F* gs = ws.gz.data() + size_t(h) * n;
+            if (bias) {
+              F* db = dbias_i + h * TT;
+              switch (s.dape) {
+                case DapeMode::concat_residual: {
+                  const F* gb = ws.gz.data() + size_t(NH + h) * n;
+                  for (int j = 0; j < n; ++j) db[j] += gh[j] + gb[j];
+                  break;
+                }
+                case DapeMode::concat: {
+                  const F* gb = ws.gz.data() + size_t(NH + h) * n;
+                  for (int j = 0; j < n; ++j) db[j] += gb[j];
+                  break;
+                }
+                case DapeMode::add_residual:
+                  for (int j = 0; j < n; ++j) db[j] += gh[j] + gs[j];
+                  break;
+                case DapeMode::scores_only:
+                case DapeMode::off: DAPE_ASSERT(false);
+              }
+            }
+            for (int j = 0; j < n; ++j) gh[j] += gs[j];
+          }
+        }
+      }
+    }
+    const size_t nz = n_dw1;
+    for (int i = 0; i < T; ++i) {
+      const F* acc = rows.data() + size_t(i) * width;
+      for (size_t k = 0; k < nz; ++k) ddape.fc1_weight[k] += acc[k];
+      for (int d = 0; d < D; ++d) ddape.fc1_bias[d] += acc[nz + d];
+      for (size_t k = 0; k < n_dw2; ++k) ddape.fc2_weight[k] += acc[nz + D + k];
+      for (int h = 0; h < NH; ++h) ddape.fc2_bias[h] += acc[nz + D + n_dw2 + h];
+    }
+  } else if (bias) {
+#pragma omp parallel for schedule(static)
+    for (int i = 0; i < T; ++i)
+      for (int h = 0; h < NH; ++h) {
+        F* db = scratch.dbias + h * TT + size_t(i) * T;
+        std::fill(db, db + T, F(0));
+        for (int b = 0; b < B; ++b) {
+          const F* gh = g + (size_t(b) * NH + h) * TT + size_t(i) * T;
+          for (int j = 0; j < T; ++j) db[j] += gh[j];
+        }
+      }
+  }
+  if (bias) bias_backward(dpe, scratch.dbias, pe, s.bias_spec());
+
+  // Step 3: scores to q and k.
+#pragma omp parallel for collapse(2) schedule(static)
+  for (int b = 0; b < B; ++b)
+    for (int h = 0; h < NH; ++h) {
+      const size_t bh = size_t(b) * NH + h;
+      const F* gh = g + bh * TT;
+      const F* qh = saved.q + bh * T * HS;
+      const F* kh = saved.k + bh * T * HS;
+      F* dq = scratch.dq + bh * T * HS;
+      F* dk = scratch.dk + bh * T * HS;
+      std::fill(dq, dq + size_t(T) * HS, F(0));
+      std::fill(dk, dk + size_t(T) * HS, F(0));
+      for (int i = 0; i < T; ++i) {
+        const int n = s.causal ? i + 1 : T;
+        const F* gi = gh + size_t(i) * T;
+        for (int j = 0; j < n; ++j) {
+          const F gij = gi[j] * scale;
+          for (int c = 0; c < HS; ++c) {
+            dq[size_t(i) * HS + c] += gij * kh[size_t(j) * HS + c];
+            dk[size_t(j) * HS + c] += gij * qh[size_t(i) * HS + c];
+          }
+        }
+      }
+    }
+  if (s.pe == PeKind::rope) {
+    rope_backward(scratch.dq, B * NH, T, HS);
+    rope_backward(scratch.dk, B * NH, T, HS);
+  }
+
+#pragma omp parallel for collapse(2) schedule(static)
+  for (int b = 0; b < B; ++b)
+    for (int t = 0; t < T; ++t) {
+      F* dst = dqkv + (size_t(b) * T + t) * 3 * C;
+      for (int h = 0; h < NH; ++h) {
+        const size_t src = ((size_t(b) * NH + h) * T + t) * HS;
+        std::copy(scratch.dq + src, scratch.dq + src + HS, dst + h * HS);
+        std::copy(scratch.dk + src, scratch.dk + src + HS, dst + C + h * HS);
+        std::copy(scratch.dv + src, scratch.dv + src + HS, dst + 2 * C + h * HS);
+      }
+    }
+}
+
+#define DAPE_INSTANTIATE(F)                                                                                \
+  template void attention_forward<F>(F*, const AttentionSaved<F>&, const F*, const PositionalTensors<const F*>&, \
+                                     const DapeTensors<const F*>&, const AttentionSpec&);                   \
+  template void attention_backward<F>(F*, const PositionalTensors<F*>&, const DapeTensors<F*>&,             \
+                                      const AttentionScratch<F>&, const F*, const AttentionSaved<F>&,       \
+                                      const PositionalTensors<const F*>&, const DapeTensors<const F*>&,     \
+                                      const AttentionSpec&);
+DAPE_INSTANTIATE(float)
+DAPE_INSTANTIATE(double)
+#undef DAPE_INSTANTIATE
+
+}  // namespace dape::kernels

@@ -1,0 +1,19 @@
+// The CUDA devices this process can see. Built only with DAPE_CUDA; free of CUDA headers so host code
+// (launcher, tests) can include it.
+#pragma once
+
+#include <string>
+
+namespace dape::kernels {
+
+// cuda_device_count: the number of devices the CUDA runtime reports for this process (after
+// CUDA_VISIBLE_DEVICES). Never throws: on any cudaGetDeviceCount error (no driver, driver too old for
+// the runtime, no device) returns 0 and, if why is not null, sets *why to the call, the error name and
+// the runtime's description. On success *why is left as it was.
+int cuda_device_count(std::string* why);
+
+// cuda_device_name: the marketing name of device `device` in [0, cuda_device_count()).
+// Throws std::runtime_error naming the call, the device and the CUDA error when the runtime fails.
+std::string cuda_device_name(int device);
+
+}  // namespace dape::kernels

@@ -1,0 +1,95 @@
+// The run configuration of `dape train`: the plain structs, the one schema table that fills them from
+// YAML and --set, and the checks that run before anything touches the disk.
+//
+// A YAML config nests keys by their dots (`model: {dape: {width: 32}}`) or spells them out
+// (`model.dape.width: 32`); `--set model.dape.width=32` overrides one key after the file is read.
+// Every key is listed in config_schema() with its type, default and a one-line doc; --help,
+// `dape explain-config` and docs/configuration.md are printed from that table.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "model/config.h"
+
+namespace dape::launcher {
+
+// The train.* keys. Defaults are the tiny CPU run (DAPE-SPEC §2.1) with the optimizer of §2.2.
+struct TrainConfig {
+  int seq_len = 32;      // T
+  int micro_batch = 8;   // B
+  int grad_accum = 1;    // micro-batches per optimizer step
+  int steps = 300;       // optimizer steps, also the cosine decay length
+  double lr = 1e-3, min_lr = 1e-4;
+  int warmup_steps = 10;
+  double weight_decay = 0.1;
+  double clip = 1.0;     // <= 0: no clipping
+  double beta1 = 0.9, beta2 = 0.95, eps = 1e-8;
+  uint64_t seed = 1234;  // initial weights and data order
+  int log_every = 10;
+  bool kerple_project = false;  // project stored Kerple p, a to >= 0.01 after every step
+};
+
+// The data.* keys. Paths are absolute once load_config returns.
+struct DataConfig {
+  std::string train, val;
+  std::string tokenizer = "byte";
+};
+
+struct RunConfig {
+  model::ModelConfig model;
+  TrainConfig train;
+  DataConfig data;
+};
+
+enum class ValueType { integer, number, boolean, string, choice };
+
+// One row of the schema table.
+struct ConfigKey {
+  std::string name;  // "model.dape.width"
+  ValueType type;
+  std::string doc;
+  std::vector<std::string> choices;  // the accepted names of a choice key
+  // Parses text as written in YAML or after --set KEY=; throws ConfigError naming the key and the value.
+  std::function<void(RunConfig&, const std::string&)> set;
+  // The value as it is written back to YAML.
+  std::function<std::string(const RunConfig&)> get;
+};
+
+// Every key, in the order of the docs.
+const std::vector<ConfigKey>& config_schema();
+// nullptr when name is not a key.
+const ConfigKey* find_key(std::string_view name);
+// The valid key nearest to name (edit distance; a key with the same last part wins).
+std::string closest_key(std::string_view name);
+// "an integer", "a number", "true or false", "a string", "one of nope, rope, ..."
+std::string describe_type(const ConfigKey& key);
+
+// Sets one key from text; unknown keys and values that do not parse throw ConfigError.
+void set_value(RunConfig& config, const std::string& key, const std::string& value);
+// Applies "KEY=VALUE" (the argument of --set).
+void apply_override(RunConfig& config, const std::string& assignment);
+
+// Reads a YAML config, applies the overrides in order and makes data paths absolute (paths from the file
+// are relative to the file's folder, paths from --set to the current directory). Does not validate.
+// Throws ConfigError for a missing or malformed file, unknown keys and wrong types.
+RunConfig load_config(const std::string& path, const std::vector<std::string>& overrides);
+
+// Every check that needs no tokenizing: sizes, ranges, cross-key rules, the model (model::validate), the
+// tokenizer name and vocabulary, and that the data files exist. Throws ConfigError.
+void validate(const RunConfig& config);
+
+// The config as nested YAML, every key present (loadable by load_config).
+std::string to_yaml(const RunConfig& config);
+// One line per section: "model: n_layers=2 d_model=64 ...".
+std::vector<std::string> summary_lines(const RunConfig& config);
+
+// The key table for `dape train --help` (plain text, aligned columns).
+std::string schema_help_text();
+// docs/configuration.md: every key with type, default and meaning, as Markdown.
+std::string schema_markdown();
+
+}  // namespace dape::launcher

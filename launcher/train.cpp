@@ -1,0 +1,366 @@
+#include "launcher/train.h"
+
+#include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/spdlog.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <ctime>
+#include <filesystem>
+#include <fstream>
+#include <memory>
+#include <nlohmann/json.hpp>
+
+#include "checkpoint/checkpoint.h"
+#include "data/data.h"
+#include "kernels/error.h"
+#include "model/optimizer.h"
+
+namespace dape::launcher {
+namespace {
+
+namespace fs = std::filesystem;
+using Clock = std::chrono::steady_clock;
+
+constexpr int kMaxEvalWindows = 64;
+
+double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
+
+std::string format_duration(double seconds) {
+  long s = std::lround(std::max(0.0, seconds));
+  if (s >= 3600) return fmt::format("{}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60);
+  return fmt::format("{}:{:02}", s / 60, s % 60);
+}
+
+std::string format_rate(double tokens_per_s) {
+  if (tokens_per_s >= 1e6) return fmt::format("{:.2f}M", tokens_per_s / 1e6);
+  if (tokens_per_s >= 1e3) return fmt::format("{:.1f}k", tokens_per_s / 1e3);
+  return fmt::format("{:.0f}", tokens_per_s);
+}
+
+std::string format_count(long long n) {
+  std::string digits = std::to_string(n), out;
+  for (size_t i = 0; i < digits.size(); ++i) {
+    if (i && (digits.size() - i) % 3 == 0) out += ',';
+    out += digits[i];
+  }
+  return out;
+}
+
+// Writes a whole file under a temporary name, fsyncs and renames it into place.
+void write_file_atomic(const fs::path& path, const std::string& text) {
+  fs::path tmp = path;
+  tmp += ".tmp";
+  std::FILE* f = std::fopen(tmp.c_str(), "wb");
+  if (!f) throw Error(tmp.string() + ": cannot create file");
+  bool ok = std::fwrite(text.data(), 1, text.size(), f) == text.size() && std::fflush(f) == 0 &&
+            ::fsync(fileno(f)) == 0;
+  ok = std::fclose(f) == 0 && ok;
+  if (!ok || std::rename(tmp.c_str(), path.c_str()) != 0) {
+    std::remove(tmp.c_str());
+    throw Error(path.string() + ": cannot write file");
+  }
+}
+
+// metrics.jsonl: one JSON object per line, flushed at once so a crash loses no logged step.
+class MetricsWriter {
+ public:
+  explicit MetricsWriter(const fs::path& path) : path_(path.string()), file_(std::fopen(path_.c_str(), "w")) {
+    if (!file_) throw Error(path_ + ": cannot create file");
+  }
+  ~MetricsWriter() { std::fclose(file_); }
+  MetricsWriter(const MetricsWriter&) = delete;
+  MetricsWriter& operator=(const MetricsWriter&) = delete;
+
+  void write(const nlohmann::ordered_json& record) {
+    std::string line = record.dump() + "\n";
+    if (std::fputs(line.c_str(), file_) < 0 || std::fflush(file_) != 0) throw Error(path_ + ": cannot write");
+  }
+
+ private:
+  std::string path_;
+  std::FILE* file_;
+};
+
+// A one-line progress bar on stderr, redrawn in place; only when stdout and stderr are terminals.
+class ProgressBar {
+ public:
+  explicit ProgressBar(int total) : total_(total), enabled_(isatty(STDOUT_FILENO) && isatty(STDERR_FILENO)) {}
+  ~ProgressBar() { clear(); }
+  ProgressBar(const ProgressBar&) = delete;
+  ProgressBar& operator=(const ProgressBar&) = delete;
+
+  void update(int step, double loss, double eta_s) {
+    if (!enabled_) return;
+    auto now = Clock::now();
+    if (step < total_ && now - last_draw_ < std::chrono::milliseconds(100)) return;
+    last_draw_ = now;
+    constexpr int kWidth = 30;
+    int filled = static_cast<int>(static_cast<long long>(kWidth) * step / total_);
+    std::string bar(filled, '#');
+    bar.append(kWidth - filled, '.');
+    std::fprintf(stderr, "\r[%s] %d/%d  loss %.4f  ETA %s\033[K", bar.c_str(), step, total_, loss,
+                 format_duration(eta_s).c_str());
+    std::fflush(stderr);
+    drawn_ = true;
+  }
+  // Erases the bar so that a log line can take its place; the next update redraws it.
+  void clear() {
+    if (!drawn_) return;
+    std::fputs("\r\033[K", stderr);
+    std::fflush(stderr);
+    drawn_ = false;
+  }
+
+ private:
+  int total_;
+  bool enabled_;
+  bool drawn_ = false;
+  Clock::time_point last_draw_{};
+};
+
+std::shared_ptr<spdlog::logger> make_logger() {
+  auto logger = std::make_shared<spdlog::logger>("dape", std::make_shared<spdlog::sinks::stdout_color_sink_mt>());
+  logger->set_pattern("[%H:%M:%S] %v");
+  logger->flush_on(spdlog::level::info);
+  return logger;
+}
+
+std::string timestamp() {
+  std::time_t now = std::time(nullptr);
+  std::tm local{};
+  localtime_r(&now, &local);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y%m%d-%H%M%S", &local);
+  return buf;
+}
+
+// Mean loss over the first min(64, windows) evaluation windows, in batches of up to B.
+double validation_loss(model::GPT<float>& gpt, const data::TokenWindows& windows, int B, int64_t* n_windows) {
+  const int T = windows.seq_len();
+  const int64_t n = std::min<int64_t>(kMaxEvalWindows, windows.num_windows());
+  std::vector<int32_t> inputs(static_cast<size_t>(B) * T), targets(inputs.size());
+  double sum = 0;
+  for (int64_t w0 = 0; w0 < n; w0 += B) {
+    int nb = static_cast<int>(std::min<int64_t>(B, n - w0));
+    for (int b = 0; b < nb; ++b)
+      windows.eval_window(inputs.data() + static_cast<size_t>(b) * T, targets.data() + static_cast<size_t>(b) * T,
+                          w0 + b);
+    sum += static_cast<double>(gpt.forward(inputs.data(), targets.data(), nb, T)) * nb;
+  }
+  *n_windows = n;
+  return sum / static_cast<double>(n);
+}
+
+void write_weights(const fs::path& path, model::GPT<float>& gpt) {
+  std::vector<checkpoint::TensorToWrite> tensors;
+  for (const model::ParameterSpec& spec : gpt.parameter_table()) {
+    comm::ShardDescriptor desc{spec.name, spec.shape, std::vector<int64_t>(spec.shape.size(), 0), spec.shape, 0};
+    tensors.push_back({desc, gpt.params() + spec.offset});
+  }
+  checkpoint::write_weight_file(path.string(), tensors, model::to_json(gpt.config()));
+}
+
+std::string resolved_config_text(const RunConfig& config, const TrainRequest& request) {
+  std::string header = "# Resolved by `dape train " + request.config_path;
+  for (const std::string& o : request.overrides) header += " --set " + o;
+  return header + "`; every key is listed.\n" + to_yaml(config);
+}
+
+[[noreturn]] void refuse_step(int step, const std::string& what, double value, const TrainConfig& t) {
+  throw Error(fmt::format(
+      "step {}: {} = {} is not finite; stopped before the update and model.h5 was not written. "
+      "Lower train.lr ({}) or set train.clip, and start a new run",
+      step, what, value, t.lr));
+}
+
+}  // namespace
+
+bool is_kerple_parameter(const std::string& name) {
+  for (const char* suffix : {".pe.kerple.p", ".pe.kerple.a", ".pe.kerple.p_right", ".pe.kerple.a_right"}) {
+    std::string_view s(suffix);
+    if (name.size() >= s.size() && name.compare(name.size() - s.size(), s.size(), s) == 0) return true;
+  }
+  return false;
+}
+
+int project_kerple(model::GPT<float>& gpt) {
+  int visited = 0;
+  for (const model::ParameterSpec& spec : gpt.parameter_table()) {
+    if (!is_kerple_parameter(spec.name)) continue;
+    float* p = gpt.params() + spec.offset;
+    for (size_t i = 0; i < spec.numel; ++i) p[i] = std::max(p[i], kKerpleMin);
+    ++visited;
+  }
+  return visited;
+}
+
+std::string choose_run_dir(const std::string& requested, const std::string& config_path) {
+  std::error_code ec;
+  if (!requested.empty()) {
+    if (fs::exists(requested, ec) && !fs::is_directory(requested, ec))
+      throw ConfigError("--run-dir = " + requested + ": exists and is not a directory; pick another --run-dir");
+    for (const char* output : {"model.h5", "metrics.jsonl"})
+      if (fs::exists(fs::path(requested) / output, ec))
+        throw ConfigError("--run-dir = " + requested + ": already holds " + output +
+                          " from an earlier run; pick another --run-dir or delete it");
+    return requested;
+  }
+  std::string base = (fs::path("runs") / (fs::path(config_path).stem().string() + "-" + timestamp())).string();
+  std::string dir = base;
+  for (int i = 2; fs::exists(dir, ec); ++i) dir = base + "-" + std::to_string(i);
+  return dir;
+}
+
+void train(const TrainRequest& request) {
+  const RunConfig config = load_config(request.config_path, request.overrides);
+  validate(config);
+  const std::string run_dir = choose_run_dir(request.run_dir, request.config_path);
+  const TrainConfig& t = config.train;
+  const int B = t.micro_batch, T = t.seq_len;
+  auto log = make_logger();
+
+  // Everything that can fail on input runs before the run directory exists.
+  auto tokenizer = data::make_tokenizer(config.data.tokenizer);
+  const data::TokenWindows train_windows(data::tokenize_file(config.data.train, *tokenizer), T, config.data.train);
+  const data::TokenWindows val_windows(data::tokenize_file(config.data.val, *tokenizer), T, config.data.val);
+  model::GPT<float> gpt(config.model);
+  gpt.init_parameters(t.seed);
+  gpt.allocate(B, T);
+  model::AdamW<float> adamw(gpt.parameter_table(), {t.beta1, t.beta2, t.eps, t.weight_decay});
+  const model::LrSchedule schedule{t.lr, t.min_lr, t.warmup_steps, t.steps};
+
+  fs::create_directories(run_dir);
+  write_file_atomic(fs::path(run_dir) / "config.yaml", resolved_config_text(config, request));
+  MetricsWriter metrics(fs::path(run_dir) / "metrics.jsonl");
+
+  log->info("dape train {} -> {}", request.config_path, run_dir);
+  for (const std::string& line : summary_lines(config)) log->info("  {}", line);
+  log->info("model: {} parameters, activation arena {:.1f} MiB for B={} T={}", format_count(gpt.num_parameters()),
+            gpt.arena_bytes() / 1048576.0, B, T);
+  log->info("data: train {} tokens ({} windows), val {} tokens ({} windows), tokenizer {}",
+            format_count(train_windows.num_tokens()), format_count(train_windows.num_windows()),
+            format_count(val_windows.num_tokens()), format_count(val_windows.num_windows()), tokenizer->name());
+
+  std::vector<int32_t> inputs(static_cast<size_t>(B) * T), targets(inputs.size());
+  const long long tokens_per_step = static_cast<long long>(B) * T * t.grad_accum;
+  int64_t cursor = 0;
+  long long tokens = 0, tokens_at_log = 0;
+  const auto start = Clock::now();
+  auto last_log = start;
+  ProgressBar progress(t.steps);
+  for (int step = 1; step <= t.steps; ++step) {
+    gpt.zero_grad();
+    double loss = 0;
+    for (int m = 0; m < t.grad_accum; ++m) {
+      cursor = train_windows.train_batch(inputs.data(), targets.data(), B, t.seed, cursor);
+      float micro_loss = gpt.forward(inputs.data(), targets.data(), B, T);
+      if (!std::isfinite(micro_loss)) refuse_step(step, "loss", micro_loss, t);
+      gpt.backward(1.0f / static_cast<float>(t.grad_accum));
+      loss += micro_loss;
+    }
+    loss /= t.grad_accum;
+    const double grad_norm = model::clip_grad_norm(gpt.grads(), gpt.num_parameters(), t.clip);
+    if (!std::isfinite(grad_norm)) refuse_step(step, "grad norm", grad_norm, t);
+    const double lr = schedule.lr_at(step - 1);  // the n-th update uses lr(n - 1) (DAPE-SPEC §2.2)
+    adamw.step(gpt.params(), gpt.grads(), lr);
+    if (t.kerple_project) project_kerple(gpt);
+    tokens += tokens_per_step;
+
+    const double elapsed = seconds_since(start);
+    const double eta = elapsed / step * (t.steps - step);
+    if (step == 1 || step % t.log_every == 0 || step == t.steps) {
+      const double interval = std::chrono::duration<double>(Clock::now() - last_log).count();
+      const double tokens_per_s = interval > 0 ? (tokens - tokens_at_log) / interval : 0.0;
+      last_log = Clock::now();
+      tokens_at_log = tokens;
+      nlohmann::ordered_json record = {{"step", step},         {"loss", loss},   {"lr", lr},
+                                       {"grad_norm", grad_norm}, {"tokens", tokens}, {"tokens_per_s", tokens_per_s},
+                                       {"elapsed_s", elapsed}};
+      metrics.write(record);
+      progress.clear();
+      log->info("step {:>{}}/{} | loss {:.4f} | lr {:.2e} | grad norm {:.4f} | {} tok/s | elapsed {} | ETA {}", step,
+                std::to_string(t.steps).size(), t.steps, loss, lr, grad_norm, format_rate(tokens_per_s),
+                format_duration(elapsed), format_duration(eta));
+    }
+    progress.update(step, loss, eta);
+  }
+  progress.clear();
+
+  int64_t n_val = 0;
+  const double val_loss = validation_loss(gpt, val_windows, B, &n_val);
+  if (!std::isfinite(val_loss)) throw Error(fmt::format("validation loss = {} is not finite after training", val_loss));
+  metrics.write({{"step", t.steps}, {"val_loss", val_loss}, {"val_windows", n_val}});
+  log->info("val_loss {:.4f} (perplexity {:.2f}) over {} windows of {} tokens of {}", val_loss, std::exp(val_loss),
+            n_val, T, config.data.val);
+  write_weights(fs::path(run_dir) / "model.h5", gpt);
+  log->info("wrote {} in {}", (fs::path(run_dir) / "model.h5").string(), format_duration(seconds_since(start)));
+  std::fputs(plot_loss_curve(read_metrics(run_dir)).c_str(), stdout);
+  std::fflush(stdout);
+}
+
+std::vector<MetricsRecord> read_metrics(const std::string& path) {
+  fs::path file = fs::is_directory(path) ? fs::path(path) / "metrics.jsonl" : fs::path(path);
+  std::ifstream in(file);
+  if (!in) throw Error(file.string() + ": cannot open; expected the metrics.jsonl of a run directory");
+  std::vector<MetricsRecord> records;
+  int line_number = 0;
+  for (std::string line; std::getline(in, line);) {
+    ++line_number;
+    if (line.empty()) continue;
+    nlohmann::json j = nlohmann::json::parse(line, nullptr, false);
+    if (j.is_discarded() || !j.is_object())
+      throw Error(file.string() + ":" + std::to_string(line_number) + ": not a JSON object");
+    MetricsRecord record;
+    for (const auto& [key, value] : j.items())
+      if (value.is_number()) record[key] = value.get<double>();
+    records.push_back(std::move(record));
+  }
+  return records;
+}
+
+std::string plot_loss_curve(const std::vector<MetricsRecord>& records, int width, int height) {
+  std::vector<std::pair<double, double>> points;  // (step, loss)
+  double val_loss = NAN;
+  for (const MetricsRecord& r : records) {
+    if (r.count("step") && r.count("loss")) points.emplace_back(r.at("step"), r.at("loss"));
+    if (r.count("val_loss")) val_loss = r.at("val_loss");
+  }
+  if (points.empty()) return "no loss records to plot\n";
+  double x0 = points.front().first, x1 = points.back().first;
+  double y0 = points.front().second, y1 = y0;
+  for (const auto& [x, y] : points) y0 = std::min(y0, y), y1 = std::max(y1, y);
+  if (std::isfinite(val_loss)) y0 = std::min(y0, val_loss), y1 = std::max(y1, val_loss);
+  if (y1 - y0 < 1e-9) y0 -= 0.5, y1 += 0.5;
+  auto column = [&](double x) { return x1 > x0 ? static_cast<int>(std::lround((x - x0) / (x1 - x0) * (width - 1))) : 0; };
+  auto row = [&](double y) { return static_cast<int>(std::lround((y1 - y) / (y1 - y0) * (height - 1))); };
+
+  // One mark per column at the mean loss of the records that fall into it.
+  std::vector<double> sum(width, 0.0);
+  std::vector<int> count(width, 0);
+  for (const auto& [x, y] : points) sum[column(x)] += y, ++count[column(x)];
+  std::vector<std::string> grid(height, std::string(width, ' '));
+  if (std::isfinite(val_loss)) grid[row(val_loss)].assign(width, '-');
+  for (int c = 0; c < width; ++c)
+    if (count[c]) grid[row(sum[c] / count[c])][c] = '*';
+
+  std::string out = "\nloss (*) by step";
+  if (std::isfinite(val_loss)) out += fmt::format(", final val_loss {:.4f} (-)", val_loss);
+  out += "\n";
+  for (int r = 0; r < height; ++r) {
+    std::string label = (r == 0 || r == height - 1 || r == height / 2)
+                            ? fmt::format("{:8.3f}", y1 - (y1 - y0) * r / (height - 1))
+                            : std::string(8, ' ');
+    out += label + " |" + grid[r] + "\n";
+  }
+  out += std::string(9, ' ') + "+" + std::string(width, '-') + "\n";
+  std::string left = fmt::format("{:.0f}", x0), right = fmt::format("step {:.0f}", x1);
+  out += std::string(10, ' ') + left + std::string(std::max<int>(1, width - left.size() - right.size()), ' ') + right +
+         "\n";
+  return out;
+}
+
+}  // namespace dape::launcher

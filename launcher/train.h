@@ -1,0 +1,49 @@
+// `dape train`: the training loop on the CPU, its logging, metrics.jsonl and the run directory.
+//
+// A run directory holds:
+//   config.yaml    the resolved config (every key), written first; `dape train RUN/config.yaml` repeats the run
+//   metrics.jsonl  one JSON object per logged step: step, loss, lr, grad_norm, tokens, tokens_per_s,
+//                  elapsed_s; the last line holds step and val_loss. Flushed line by line.
+//   model.h5       the weights (docs/checkpoint-format.md), with model::to_json(config) as attribute `config`
+#pragma once
+
+#include <map>
+#include <string>
+#include <vector>
+
+#include "launcher/config.h"
+#include "model/gpt.h"
+
+namespace dape::launcher {
+
+struct TrainRequest {
+  std::string config_path;
+  std::vector<std::string> overrides;  // "KEY=VALUE", applied in order after the file
+  std::string run_dir;                 // empty: runs/<config stem>-<YYYYmmdd-HHMMSS>
+};
+
+// Loads and validates the config, checks the run directory, tokenizes the data and builds the model, all
+// before anything is written; then creates the run directory, trains, evaluates and writes the outputs.
+// Throws ConfigError (bad config or run directory; nothing written) or Error (e.g. a non-finite loss or
+// gradient norm, naming the step; model.h5 is then not written).
+void train(const TrainRequest& request);
+
+// The run directory to use. A given directory must not hold model.h5 or metrics.jsonl (ConfigError); the
+// default is runs/<config stem>-<timestamp>, with -2, -3, ... appended if that exists. Creates nothing.
+std::string choose_run_dir(const std::string& requested, const std::string& config_path);
+
+// Kerple's forward clamp (DAPE-SPEC §3.4), which train.kerple_project applies to the stored values.
+inline constexpr float kKerpleMin = 0.01f;
+// Whether a parameter is a Kerple p or a (names ending in .pe.kerple.p, .a, .p_right, .a_right).
+bool is_kerple_parameter(const std::string& name);
+// Clamps every Kerple p, a of the model to >= kKerpleMin in place; returns how many tensors it visited.
+int project_kerple(model::GPT<float>& gpt);
+
+// One line of metrics.jsonl: the numeric fields by name.
+using MetricsRecord = std::map<std::string, double>;
+// Reads RUN_DIR/metrics.jsonl (or a path to the file itself); throws Error naming the file.
+std::vector<MetricsRecord> read_metrics(const std::string& path);
+// An ASCII plot of loss against step (and the final val_loss), width x height characters of plot area.
+std::string plot_loss_curve(const std::vector<MetricsRecord>& records, int width = 64, int height = 14);
+
+}  // namespace dape::launcher

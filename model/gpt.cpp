@@ -1,0 +1,323 @@
+// The GPT forward and backward: orchestration only, one kernel call per op (the arithmetic is in kernels/).
+#include "model/gpt.h"
+
+#include <algorithm>
+#include <unordered_map>
+
+#include "kernels/kernels.h"
+#include "kernels/random.h"
+
+namespace dape::model {
+
+namespace k = dape::kernels;
+
+namespace {
+
+// Pointers into the parameter (or gradient) buffer for one layer. P = const F* or F*.
+template <typename P>
+struct LayerTensors {
+  P ln1_weight, ln1_bias, qkv_weight, qkv_bias, proj_weight, proj_bias;
+  P ln2_weight, ln2_bias, fc_weight, fc_bias, fcproj_weight, fcproj_bias;
+  k::PositionalTensors<P> pe;
+  k::DapeTensors<P> dape;
+};
+
+// Activations of one layer, views into the arena (shapes per the kernels' legend).
+template <typename F>
+struct LayerActivations {
+  F *ln1, *ln1_mean, *ln1_rstd;  // (B,T,C), (B,T), (B,T)
+  F* qkv;                         // (B,T,3C)
+  k::AttentionSaved<F> attn;      // q, k, v (B,NH,T,HS); scores, probs (B,NH,T,T); bias (NH,T,T)
+  F* atty;                        // (B,T,C) attention output before the projection
+  F* residual2;                   // (B,T,C) after the attention residual
+  F *ln2, *ln2_mean, *ln2_rstd;
+  F *fch, *fch_gelu;              // (B,T,4C)
+  F* residual3;                   // (B,T,C) the layer's output
+};
+
+}  // namespace
+
+template <typename F>
+struct GPT<F>::State {
+  ModelConfig config;
+  std::vector<ParameterSpec> table;
+  std::unordered_map<std::string, size_t> index;
+  std::vector<F> params, grads;
+
+  int B = 0, T = 0;  // current batch shape
+  int arena_B = 0, arena_T = 0;
+  std::vector<F> arena;
+  std::vector<int32_t> inputs, targets;
+  bool have_targets = false;
+
+  // Views into the arena, set by layout().
+  F *encoded, *lnf, *lnf_mean, *lnf_rstd, *logits, *losses;
+  std::vector<LayerActivations<F>> layers;
+  // Backward scratch.
+  F *dresidual, *dln, *dqkv, *datty, *dfch, *dfch_gelu;
+  k::AttentionScratch<F> attn_scratch;
+
+  F* find(std::vector<F>& buffer, const std::string& name) {
+    auto it = index.find(name);
+    return it == index.end() ? nullptr : buffer.data() + table[it->second].offset;
+  }
+
+  template <typename P>
+  LayerTensors<P> layer_tensors(std::vector<F>& buffer, int l) {
+    const std::string p = "layers." + std::to_string(l) + ".";
+    auto f = [&](const std::string& name) -> P { return find(buffer, p + name); };
+    LayerTensors<P> t{};
+    t.ln1_weight = f("ln1.weight"), t.ln1_bias = f("ln1.bias");
+    t.qkv_weight = f("attn.qkv.weight"), t.qkv_bias = f("attn.qkv.bias");
+    t.proj_weight = f("attn.proj.weight"), t.proj_bias = f("attn.proj.bias");
+    t.ln2_weight = f("ln2.weight"), t.ln2_bias = f("ln2.bias");
+    t.fc_weight = f("mlp.fc.weight"), t.fc_bias = f("mlp.fc.bias");
+    t.fcproj_weight = f("mlp.proj.weight"), t.fcproj_bias = f("mlp.proj.bias");
+    t.pe.kerple_p = f("pe.kerple.p"), t.pe.kerple_a = f("pe.kerple.a");
+    t.pe.kerple_p_right = f("pe.kerple.p_right"), t.pe.kerple_a_right = f("pe.kerple.a_right");
+    t.pe.fire_c = f("pe.fire.c"), t.pe.fire_lambda = f("pe.fire.lambda");
+    t.pe.fire_fc1_weight = f("pe.fire.fc1.weight"), t.pe.fire_fc1_bias = f("pe.fire.fc1.bias");
+    t.pe.fire_fc2_weight = f("pe.fire.fc2.weight"), t.pe.fire_fc2_bias = f("pe.fire.fc2.bias");
+    t.pe.fire_fc1_weight_right = f("pe.fire.fc1_right.weight");
+    t.pe.fire_fc1_bias_right = f("pe.fire.fc1_right.bias");
+    t.pe.fire_fc2_weight_right = f("pe.fire.fc2_right.weight");
+    t.pe.fire_fc2_bias_right = f("pe.fire.fc2_right.bias");
+    t.pe.t5_table = find(buffer, "t5.bias");
+    t.dape.fc1_weight = f("dape.fc1.weight"), t.dape.fc1_bias = f("dape.fc1.bias");
+    t.dape.fc2_weight = f("dape.fc2.weight"), t.dape.fc2_bias = f("dape.fc2.bias");
+    return t;
+  }
+
+  k::AttentionSpec attention_spec() const {
+    k::AttentionSpec s;
+    s.B = B, s.T = T, s.NH = config.n_heads, s.HS = config.head_size();
+    s.causal = config.causal;
+    s.pe = config.base_pe();
+    s.dape = config.dape_mode();
+    s.dape_width = config.dape.width;
+    s.dape_activation = config.dape.activation;
+    s.fire_width = config.fire.width;
+    s.fire_L0 = config.fire.L0;
+    return s;
+  }
+
+  // Lays out the arena for (B, T); with place = false only counts its size.
+  size_t layout(int B_, int T_, bool place) {
+    const size_t BT = size_t(B_) * T_, C = config.d_model, V = config.vocab_size, NH = config.n_heads;
+    const size_t BNTT = size_t(B_) * NH * T_ * T_, NTT = NH * size_t(T_) * T_;
+    const bool bias = config.base_pe() != k::PeKind::none && config.base_pe() != k::PeKind::rope;
+    size_t used = 0;
+    auto take = [&](size_t n) -> F* {
+      F* p = place ? arena.data() + used : nullptr;
+      used += n;
+      return p;
+    };
+    encoded = take(BT * C);
+    layers.resize(config.n_layers);
+    for (auto& a : layers) {
+      a.ln1 = take(BT * C), a.ln1_mean = take(BT), a.ln1_rstd = take(BT);
+      a.qkv = take(BT * 3 * C);
+      a.attn.q = take(BT * C), a.attn.k = take(BT * C), a.attn.v = take(BT * C);
+      a.attn.scores = take(BNTT), a.attn.probs = take(BNTT);
+      a.attn.bias = bias ? take(NTT) : nullptr;
+      a.atty = take(BT * C);
+      a.residual2 = take(BT * C);
+      a.ln2 = take(BT * C), a.ln2_mean = take(BT), a.ln2_rstd = take(BT);
+      a.fch = take(BT * 4 * C), a.fch_gelu = take(BT * 4 * C);
+      a.residual3 = take(BT * C);
+    }
+    lnf = take(BT * C), lnf_mean = take(BT), lnf_rstd = take(BT);
+    logits = take(BT * V);
+    losses = take(BT);
+    dresidual = take(BT * C), dln = take(BT * C), dqkv = take(BT * 3 * C), datty = take(BT * C);
+    dfch = take(BT * 4 * C), dfch_gelu = take(BT * 4 * C);
+    attn_scratch.dq = take(BT * C), attn_scratch.dk = take(BT * C), attn_scratch.dv = take(BT * C);
+    attn_scratch.dscores = take(BNTT);
+    attn_scratch.dbias = bias ? take(NTT) : nullptr;
+    return used;
+  }
+};
+
+template <typename F>
+GPT<F>::GPT(const ModelConfig& config) : state_(std::make_unique<State>()) {
+  validate(config);
+  auto& s = *state_;
+  s.config = config;
+  s.table = build_parameter_table(config);
+  for (size_t i = 0; i < s.table.size(); ++i) s.index[s.table[i].name] = i;
+  const size_t n = s.table.back().offset + s.table.back().numel;
+  s.params.assign(n, F(0));
+  s.grads.assign(n, F(0));
+}
+
+template <typename F>
+GPT<F>::~GPT() = default;
+
+template <typename F>
+const ModelConfig& GPT<F>::config() const {
+  return state_->config;
+}
+template <typename F>
+const std::vector<ParameterSpec>& GPT<F>::parameter_table() const {
+  return state_->table;
+}
+template <typename F>
+size_t GPT<F>::num_parameters() const {
+  return state_->params.size();
+}
+template <typename F>
+F* GPT<F>::params() {
+  return state_->params.data();
+}
+template <typename F>
+F* GPT<F>::grads() {
+  return state_->grads.data();
+}
+template <typename F>
+F* GPT<F>::param(const std::string& name) {
+  F* p = state_->find(state_->params, name);
+  if (!p) throw Error("the model has no parameter '" + name + "'");
+  return p;
+}
+template <typename F>
+F* GPT<F>::grad(const std::string& name) {
+  F* p = state_->find(state_->grads, name);
+  if (!p) throw Error("the model has no parameter '" + name + "'");
+  return p;
+}
+
+template <typename F>
+void GPT<F>::init_parameters(uint64_t seed) {
+  for (const ParameterSpec& p : state_->table) {
+    Rng rng(seed, p.name);
+    F* x = state_->params.data() + p.offset;
+    for (size_t i = 0; i < p.numel; ++i) {
+      switch (p.init) {
+        case Init::normal: x[i] = F(p.a * rng.normal()); break;
+        case Init::uniform: x[i] = F(rng.uniform(p.a, p.b)); break;
+        case Init::constant: x[i] = F(p.a); break;
+      }
+    }
+  }
+}
+
+template <typename F>
+void GPT<F>::allocate(int B, int T) {
+  auto& s = *state_;
+  if (B <= 0 || T <= 0) throw Error("GPT::allocate: batch and length must be positive");
+  s.B = B, s.T = T;
+  if (B > s.arena_B || T > s.arena_T) {
+    s.arena_B = std::max(B, s.arena_B), s.arena_T = std::max(T, s.arena_T);
+    s.arena.assign(s.layout(s.arena_B, s.arena_T, false), F(0));
+  }
+  s.layout(B, T, true);
+  s.inputs.resize(size_t(B) * T);
+  s.targets.resize(size_t(B) * T);
+}
+
+template <typename F>
+size_t GPT<F>::arena_bytes() const {
+  return state_->arena.size() * sizeof(F);
+}
+
+template <typename F>
+F GPT<F>::forward(const int32_t* inputs, const int32_t* targets, int B, int T) {
+  auto& s = *state_;
+  if (B > s.arena_B || T > s.arena_T || B != s.B || T != s.T) allocate(B, T);
+  const int C = s.config.d_model, V = s.config.vocab_size, L = s.config.n_layers;
+  const int N = B * T;
+  for (int n = 0; n < N; ++n) {
+    if (inputs[n] < 0 || inputs[n] >= V || (targets && (targets[n] < 0 || targets[n] >= V)))
+      throw Error("token id out of range [0, " + std::to_string(V) + ") at position " + std::to_string(n) +
+                  "; the data's vocabulary does not fit model.vocab_size");
+  }
+  std::copy(inputs, inputs + N, s.inputs.begin());
+  s.have_targets = targets != nullptr;
+  if (targets) std::copy(targets, targets + N, s.targets.begin());
+
+  const k::AttentionSpec spec = s.attention_spec();
+  const F* embed = s.find(s.params, "embed.weight");
+  k::encoder_forward(s.encoded, s.inputs.data(), embed, N, C);
+  const F* residual = s.encoded;
+  for (int l = 0; l < L; ++l) {
+    const LayerTensors<const F*> w = s.template layer_tensors<const F*>(s.params, l);
+    LayerActivations<F>& a = s.layers[l];
+    k::layernorm_forward(a.ln1, a.ln1_mean, a.ln1_rstd, residual, w.ln1_weight, w.ln1_bias, N, C);
+    k::matmul_forward(a.qkv, a.ln1, w.qkv_weight, w.qkv_bias, N, C, 3 * C);
+    k::attention_forward(a.atty, a.attn, a.qkv, w.pe, w.dape, spec);
+    k::matmul_forward(a.residual2, a.atty, w.proj_weight, w.proj_bias, N, C, C);
+    k::residual_forward(a.residual2, a.residual2, residual, size_t(N) * C);
+    k::layernorm_forward(a.ln2, a.ln2_mean, a.ln2_rstd, a.residual2, w.ln2_weight, w.ln2_bias, N, C);
+    k::matmul_forward(a.fch, a.ln2, w.fc_weight, w.fc_bias, N, C, 4 * C);
+    k::gelu_forward(a.fch_gelu, a.fch, size_t(N) * 4 * C);
+    k::matmul_forward(a.residual3, a.fch_gelu, w.fcproj_weight, w.fcproj_bias, N, 4 * C, C);
+    k::residual_forward(a.residual3, a.residual3, a.residual2, size_t(N) * C);
+    residual = a.residual3;
+  }
+  k::layernorm_forward(s.lnf, s.lnf_mean, s.lnf_rstd, residual, s.find(s.params, "ln_f.weight"),
+                       s.find(s.params, "ln_f.bias"), N, C);
+  k::matmul_forward(s.logits, s.lnf, s.find(s.params, "head.weight"), static_cast<const F*>(nullptr), N, C, V);
+  if (!targets) return F(0);
+  k::crossentropy_forward(s.losses, s.logits, s.targets.data(), N, V);
+  double sum = 0;
+  for (int n = 0; n < N; ++n) sum += s.losses[n];
+  return F(sum / N);
+}
+
+template <typename F>
+const F* GPT<F>::position_losses() const {
+  return state_->losses;
+}
+template <typename F>
+const F* GPT<F>::logits() const {
+  return state_->logits;
+}
+
+template <typename F>
+void GPT<F>::zero_grad() {
+  std::fill(state_->grads.begin(), state_->grads.end(), F(0));
+}
+
+template <typename F>
+void GPT<F>::backward(F loss_scale) {
+  auto& s = *state_;
+  if (!s.have_targets) throw Error("GPT::backward needs a forward with targets");
+  const int B = s.B, T = s.T, C = s.config.d_model, V = s.config.vocab_size, L = s.config.n_layers;
+  const int N = B * T;
+  const k::AttentionSpec spec = s.attention_spec();
+  const F* last = L > 0 ? s.layers[L - 1].residual3 : s.encoded;
+
+  // The logits buffer becomes dlogits.
+  k::crossentropy_backward(s.logits, s.logits, s.targets.data(), loss_scale / F(N), N, V);
+  k::matmul_backward(s.dln, s.find(s.grads, "head.weight"), static_cast<F*>(nullptr), s.logits, s.lnf,
+                     s.find(s.params, "head.weight"), N, C, V);
+  std::fill(s.dresidual, s.dresidual + size_t(N) * C, F(0));
+  k::layernorm_backward(s.dresidual, s.find(s.grads, "ln_f.weight"), s.find(s.grads, "ln_f.bias"), s.dln, last,
+                        s.find(s.params, "ln_f.weight"), s.lnf_mean, s.lnf_rstd, N, C);
+  for (int l = L - 1; l >= 0; --l) {
+    const LayerTensors<const F*> w = s.template layer_tensors<const F*>(s.params, l);
+    const LayerTensors<F*> g = s.template layer_tensors<F*>(s.grads, l);
+    const LayerActivations<F>& a = s.layers[l];
+    const F* residual = l == 0 ? s.encoded : s.layers[l - 1].residual3;
+    // dresidual holds dL/d residual3; the MLP branch and the skip both receive it.
+    k::matmul_backward(s.dfch_gelu, g.fcproj_weight, g.fcproj_bias, s.dresidual, a.fch_gelu, w.fcproj_weight, N,
+                       4 * C, C);
+    k::gelu_backward(s.dfch, a.fch, s.dfch_gelu, size_t(N) * 4 * C);
+    k::matmul_backward(s.dln, g.fc_weight, g.fc_bias, s.dfch, a.ln2, w.fc_weight, N, C, 4 * C);
+    k::layernorm_backward(s.dresidual, g.ln2_weight, g.ln2_bias, s.dln, a.residual2, w.ln2_weight, a.ln2_mean,
+                          a.ln2_rstd, N, C);
+    // dresidual now holds dL/d residual2.
+    k::matmul_backward(s.datty, g.proj_weight, g.proj_bias, s.dresidual, a.atty, w.proj_weight, N, C, C);
+    k::attention_backward(s.dqkv, g.pe, g.dape, s.attn_scratch, s.datty, a.attn, w.pe, w.dape, spec);
+    k::matmul_backward(s.dln, g.qkv_weight, g.qkv_bias, s.dqkv, a.ln1, w.qkv_weight, N, C, 3 * C);
+    k::layernorm_backward(s.dresidual, g.ln1_weight, g.ln1_bias, s.dln, residual, w.ln1_weight, a.ln1_mean,
+                          a.ln1_rstd, N, C);
+  }
+  k::encoder_backward(s.find(s.grads, "embed.weight"), s.dresidual, s.inputs.data(), N, C);
+  s.have_targets = false;  // the logits now hold their gradient
+}
+
+template class GPT<float>;
+template class GPT<double>;
+
+}  // namespace dape::model

@@ -1,0 +1,63 @@
+// The GPT model on the CPU: parameters, gradients and activations in flat buffers, with an explicit
+// forward and backward (DAPE-SPEC §1). F is float (training) or double (gradient checks).
+//
+// Use:
+//   GPT<float> gpt(config);              // builds the parameter table, allocates params and grads
+//   gpt.init_parameters(seed);           // deterministic, independent of everything but (seed, name)
+//   gpt.allocate(B, T);                  // the activation arena for up to B sequences of T tokens
+//   float loss = gpt.forward(inputs, targets, B, T);
+//   gpt.zero_grad(); gpt.backward(1.0f); // grads += d(loss_scale * mean loss)/d params
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "model/config.h"
+#include "model/parameters.h"
+
+namespace dape::model {
+
+template <typename F>
+class GPT {
+ public:
+  explicit GPT(const ModelConfig& config);
+  ~GPT();
+  GPT(const GPT&) = delete;
+  GPT& operator=(const GPT&) = delete;
+
+  const ModelConfig& config() const;
+  const std::vector<ParameterSpec>& parameter_table() const;
+  size_t num_parameters() const;
+  F* params();
+  F* grads();
+  F* param(const std::string& name);  // throws Error for an unknown name
+  F* grad(const std::string& name);
+
+  void init_parameters(uint64_t seed);
+
+  // Sizes the activation arena for up to B sequences of up to T tokens; reallocates only when it grows.
+  void allocate(int B, int T);
+  size_t arena_bytes() const;
+
+  // inputs, targets (B,T) token ids. targets may be nullptr (no loss). Returns the mean cross-entropy
+  // over all B*T positions (0 without targets). Per-position losses: position_losses() (B*T).
+  F forward(const int32_t* inputs, const int32_t* targets, int B, int T);
+  const F* position_losses() const;
+  const F* logits() const;  // (B,T,V) of the last forward
+
+  void zero_grad();
+  // grads += d(loss_scale * mean loss)/d params for the last forward (which must have had targets).
+  // With gradient accumulation over n micro-batches, pass loss_scale = 1/n.
+  void backward(F loss_scale);
+
+ private:
+  struct State;
+  std::unique_ptr<State> state_;
+};
+
+extern template class GPT<float>;
+extern template class GPT<double>;
+
+}  // namespace dape::model

@@ -1,0 +1,62 @@
+// Helpers shared by the model tests: small configs and parameter access by name.
+#pragma once
+
+#include <cmath>
+#include <string>
+#include <vector>
+
+#include "model/config.h"
+#include "model/gpt.h"
+
+namespace dape::testing {
+
+inline const std::vector<model::PositionalEncoding>& all_positional_encodings() {
+  using model::PositionalEncoding;
+  static const std::vector<PositionalEncoding> all = {
+      PositionalEncoding::nope,      PositionalEncoding::rope,       PositionalEncoding::alibi,
+      PositionalEncoding::kerple,    PositionalEncoding::fire,       PositionalEncoding::t5,
+      PositionalEncoding::dape_nope, PositionalEncoding::dape_alibi, PositionalEncoding::dape_kerple,
+      PositionalEncoding::dape_fire};
+  return all;
+}
+
+// Every (pe, DAPE variant) pair worth testing: each PE, plus the two other variants on each DAPE-X
+// that has a bias.
+inline std::vector<model::ModelConfig> all_attention_configs(model::ModelConfig base) {
+  std::vector<model::ModelConfig> out;
+  for (model::PositionalEncoding pe : all_positional_encodings()) {
+    base.pe = pe;
+    base.dape.variant = model::DapeVariant::concat_residual;
+    out.push_back(base);
+    if (base.is_dape() && pe != model::PositionalEncoding::dape_nope) {
+      for (auto v : {model::DapeVariant::concat, model::DapeVariant::add_residual}) {
+        base.dape.variant = v;
+        out.push_back(base);
+      }
+    }
+  }
+  return out;
+}
+
+inline std::string describe(const model::ModelConfig& c) {
+  std::string s = model::to_string(c.pe);
+  if (c.is_dape() && c.pe != model::PositionalEncoding::dape_nope) s += "/" + model::to_string(c.dape.variant);
+  if (c.dape.activation != kernels::Activation::leaky_relu) s += "/" + model::to_string(c.dape.activation);
+  s += c.causal ? "/causal" : "/bidirectional";
+  return s;
+}
+
+// The finite-difference shape of DAPE-SPEC §2.1: L = 1, d = 12, H = 3, D = 5 (FIRE width 5).
+inline model::ModelConfig gradcheck_config() {
+  model::ModelConfig c;
+  c.n_layers = 1;
+  c.d_model = 12;
+  c.n_heads = 3;
+  c.vocab_size = 11;
+  c.dape.width = 5;
+  c.fire.width = 5;
+  c.fire.L0 = 3;  // below T, so the FIRE threshold is active on some rows and not on others
+  return c;
+}
+
+}  // namespace dape::testing

@@ -1,0 +1,92 @@
+#!/usr/bin/python3
+"""Compare the C++ trainer's loss and gradients with the float64 oracle.
+
+Usage: check_parity.py MODEL_H5 OURS_H5 [--rtol 1e-4]
+
+MODEL_H5: weight file (datasets at the root, float32 or float64, plus attribute `config`).
+OURS_H5:  datasets `inputs`, `targets` (int64 [B, T]), root attribute `loss` (float64) and
+          group `grad/<name>` (float64) for every parameter.
+
+Per tensor, rel = max|ours - oracle| / max(max|oracle|, 1e-30). A tensor whose exact gradient
+is zero (oracle at float64 round-off, below 1e-12 of the largest gradient in the model, e.g. the
+DAPE output bias, which shifts a whole softmax row) is measured against that largest gradient
+instead; it is marked "(zero)". Exit status 1 if any rel > rtol, or a gradient name is missing
+or extra.
+"""
+
+import argparse
+import os
+import sys
+
+import numpy as np
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import gpt_oracle as go  # noqa: E402
+
+
+def main():
+    import h5py
+    ap = argparse.ArgumentParser(description="loss/gradient parity against the oracle")
+    ap.add_argument("model_h5")
+    ap.add_argument("ours_h5")
+    ap.add_argument("--rtol", type=float, default=1e-4)
+    ap.add_argument("--top", type=int, default=10, help="rows of the table (default 10)")
+    args = ap.parse_args()
+    torch.set_num_threads(max(1, min(8, os.cpu_count() or 1)))
+
+    try:
+        model = go.load_model(args.model_h5)
+    except (KeyError, ValueError) as e:
+        print("parity: cannot load %s: %s" % (args.model_h5, e))
+        return 1
+    with h5py.File(args.model_h5, "r") as f:
+        extra_w = sorted(k for k in f.keys()
+                         if isinstance(f[k], h5py.Dataset) and k not in model.params)
+    if extra_w:
+        print("note: weight file datasets not used by the model: %s" % ", ".join(extra_w))
+
+    with h5py.File(args.ours_h5, "r") as f:
+        inputs = np.asarray(f["inputs"][()], dtype=np.int64)
+        targets = np.asarray(f["targets"][()], dtype=np.int64)
+        our_loss = float(f.attrs["loss"])
+        ours = {n: np.asarray(f["grad"][n][()], dtype=np.float64) for n in f["grad"]}
+    if inputs.ndim == 1:
+        inputs, targets = inputs[None], targets[None]
+
+    loss, grads = go.loss_and_grads(model, inputs, targets)
+    missing = sorted(set(grads) - set(ours))
+    extra = sorted(set(ours) - set(grads))
+
+    rows = []
+    loss_rel = abs(our_loss - loss) / max(abs(loss), 1e-30)
+    for n, (rel, zero) in go.compare_grads(grads, ours).items():
+        rows.append((rel, n, zero))
+    rows.sort(key=lambda r: (-r[0] if np.isfinite(r[0]) else -np.inf, r[1]))
+
+    B, T = inputs.shape
+    print("config: %s  causal=%s  B=%d T=%d" % (model.config.pe, model.config.causal, B, T))
+    print("%-44s %12s" % ("tensor", "rel"))
+    print("%-44s %12.3e   (ours %.10g, oracle %.10g)" % ("loss", loss_rel, our_loss, loss))
+    for rel, n, zero in rows[:args.top]:
+        print("%-44s %12.3e%s" % (n, rel, "   (zero)" if zero else ""))
+    bad = [n for rel, n, _ in rows if not rel <= args.rtol]
+    if not loss_rel <= args.rtol:
+        bad.append("loss")
+    for n in missing:
+        print("MISSING in ours: %s" % n)
+    for n in extra:
+        print("EXTRA in ours (not a parameter of this config): %s" % n)
+    worst = max([loss_rel] + [r[0] for r in rows])
+    print("parity: max rel error %.3e over %d tensors" % (worst, len(rows)))
+    if bad or missing or extra:
+        print("parity: FAIL (rtol %.1e): %d over tolerance%s%s" % (
+            args.rtol, len(bad), ", %d missing" % len(missing) if missing else "",
+            ", %d extra" % len(extra) if extra else ""))
+        return 1
+    print("parity: PASS (rtol %.1e)" % args.rtol)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
