@@ -74,13 +74,19 @@ T read(Field<T> field, const RunConfig& c) {
 }
 
 ConfigKey int_key(std::string name, Field<int> field, std::string doc) {
-  return {name, ValueType::integer, std::move(doc), {},
+  return {name,
+          ValueType::integer,
+          std::move(doc),
+          {},
           [name, field](RunConfig& c, const std::string& v) { field(c) = parse_int(name, v); },
           [field](const RunConfig& c) { return std::to_string(read(field, c)); }};
 }
 
 ConfigKey seed_key(std::string name, Field<uint64_t> field, std::string doc) {
-  return {name, ValueType::integer, std::move(doc), {},
+  return {name,
+          ValueType::integer,
+          std::move(doc),
+          {},
           [name, field](RunConfig& c, const std::string& v) {
             int64_t s = parse_integer(name, v);
             if (s < 0) fail(name, v, "expected an integer >= 0");
@@ -90,101 +96,138 @@ ConfigKey seed_key(std::string name, Field<uint64_t> field, std::string doc) {
 }
 
 ConfigKey number_key(std::string name, Field<double> field, std::string doc) {
-  return {name, ValueType::number, std::move(doc), {},
+  return {name,
+          ValueType::number,
+          std::move(doc),
+          {},
           [name, field](RunConfig& c, const std::string& v) { field(c) = parse_number(name, v); },
           [field](const RunConfig& c) { return format_number(read(field, c)); }};
 }
 
 ConfigKey bool_key(std::string name, Field<bool> field, std::string doc) {
-  return {name, ValueType::boolean, std::move(doc), {},
+  return {name,
+          ValueType::boolean,
+          std::move(doc),
+          {},
           [name, field](RunConfig& c, const std::string& v) { field(c) = parse_bool(name, v); },
           [field](const RunConfig& c) { return std::string(read(field, c) ? "true" : "false"); }};
 }
 
 ConfigKey string_key(std::string name, Field<std::string> field, std::string doc) {
-  return {name, ValueType::string, std::move(doc), {},
+  return {name,
+          ValueType::string,
+          std::move(doc),
+          {},
           [field](RunConfig& c, const std::string& v) { field(c) = v; },
           [field](const RunConfig& c) { return read(field, c); }};
 }
 
 // A key whose values are the names of an enum E with values 0..last; parse throws ConfigError naming key.
 template <typename E>
-ConfigKey choice_key(std::string name, Field<E> field, E last, E (*parse)(const std::string&, const std::string&),
-                     std::string doc) {
+ConfigKey choice_key(std::string name, Field<E> field, E last,
+                     E (*parse)(const std::string&, const std::string&), std::string doc) {
   std::vector<std::string> choices;
   for (int i = 0; i <= static_cast<int>(last); ++i) choices.push_back(model::to_string(static_cast<E>(i)));
-  return {name, ValueType::choice, std::move(doc), std::move(choices),
+  return {name,
+          ValueType::choice,
+          std::move(doc),
+          std::move(choices),
           [name, field, parse](RunConfig& c, const std::string& v) { field(c) = parse(v, name); },
           [field](const RunConfig& c) { return model::to_string(read(field, c)); }};
 }
 
 std::vector<ConfigKey> build_schema() {
+  using kernels::Activation;
   using model::DapeVariant;
   using model::PositionalEncoding;
-  using kernels::Activation;
   return {
-      int_key("model.n_layers", [](RunConfig& c) -> int& { return c.model.n_layers; },
-              "transformer blocks (L)"),
-      int_key("model.d_model", [](RunConfig& c) -> int& { return c.model.d_model; },
-              "model width (d); divisible by model.n_heads"),
-      int_key("model.n_heads", [](RunConfig& c) -> int& { return c.model.n_heads; }, "attention heads (H)"),
-      int_key("model.vocab_size", [](RunConfig& c) -> int& { return c.model.vocab_size; },
-              "embedding and output rows (V); at least the tokenizer's vocabulary (e.g. 50304 for GPT-2)"),
+      int_key(
+          "model.n_layers", [](RunConfig& c) -> int& { return c.model.n_layers; }, "transformer blocks (L)"),
+      int_key(
+          "model.d_model", [](RunConfig& c) -> int& { return c.model.d_model; },
+          "model width (d); divisible by model.n_heads"),
+      int_key(
+          "model.n_heads", [](RunConfig& c) -> int& { return c.model.n_heads; }, "attention heads (H)"),
+      int_key(
+          "model.vocab_size", [](RunConfig& c) -> int& { return c.model.vocab_size; },
+          "embedding and output rows (V); at least the tokenizer's vocabulary (e.g. 50304 for GPT-2)"),
       choice_key<PositionalEncoding>(
           "model.pe", [](RunConfig& c) -> PositionalEncoding& { return c.model.pe; },
           PositionalEncoding::dape_fire, &model::parse_positional_encoding,
           "positional encoding (DAPE-SPEC §3); dape-X adds the DAPE MLP on top of bias X (§4)"),
-      bool_key("model.causal", [](RunConfig& c) -> bool& { return c.model.causal; },
-               "causal (decoder) attention; false: bidirectional"),
+      bool_key(
+          "model.causal", [](RunConfig& c) -> bool& { return c.model.causal; },
+          "causal (decoder) attention; false: bidirectional"),
       choice_key<DapeVariant>(
           "model.dape.variant", [](RunConfig& c) -> DapeVariant& { return c.model.dape.variant; },
           DapeVariant::add_residual, &model::parse_dape_variant,
           "how DAPE combines attention logits and bias (DAPE-SPEC §4.3); dape-* only"),
-      int_key("model.dape.width", [](RunConfig& c) -> int& { return c.model.dape.width; },
-              "hidden width D of the DAPE MLP; dape-* only"),
+      int_key(
+          "model.dape.width", [](RunConfig& c) -> int& { return c.model.dape.width; },
+          "hidden width D of the DAPE MLP; dape-* only"),
       choice_key<Activation>(
           "model.dape.activation", [](RunConfig& c) -> Activation& { return c.model.dape.activation; },
           Activation::gelu, &model::parse_activation, "activation inside the DAPE MLP; dape-* only"),
-      int_key("model.fire.width", [](RunConfig& c) -> int& { return c.model.fire.width; },
-              "hidden width D_F of FIRE's MLP; fire and dape-fire only"),
-      int_key("model.fire.L0", [](RunConfig& c) -> int& { return c.model.fire.L0; },
-              "FIRE's fixed base threshold L0 (DAPE-SPEC §3.5); fire and dape-fire only"),
-      int_key("train.seq_len", [](RunConfig& c) -> int& { return c.train.seq_len; },
-              "tokens per training window (T); >= 1"),
-      int_key("train.micro_batch", [](RunConfig& c) -> int& { return c.train.micro_batch; },
-              "sequences per forward and backward (B); >= 1"),
-      int_key("train.grad_accum", [](RunConfig& c) -> int& { return c.train.grad_accum; },
-              "micro-batches whose gradients are summed per optimizer step; >= 1"),
-      int_key("train.steps", [](RunConfig& c) -> int& { return c.train.steps; },
-              "optimizer steps; also where the cosine schedule reaches min_lr; >= 1"),
-      number_key("train.lr", [](RunConfig& c) -> double& { return c.train.lr; },
-                 "peak learning rate after warmup; > 0"),
-      number_key("train.min_lr", [](RunConfig& c) -> double& { return c.train.min_lr; },
-                 "end and floor of the cosine schedule; 0 <= min_lr <= lr"),
-      int_key("train.warmup_steps", [](RunConfig& c) -> int& { return c.train.warmup_steps; },
-              "linear warmup from lr 0 (the first update has lr 0); 0 <= warmup_steps <= steps"),
-      number_key("train.weight_decay", [](RunConfig& c) -> double& { return c.train.weight_decay; },
-                 "AdamW decoupled weight decay, not applied to LayerNorm and *.bias tensors; >= 0"),
-      number_key("train.clip", [](RunConfig& c) -> double& { return c.train.clip; },
-                 "maximum global gradient L2 norm; <= 0 disables clipping"),
-      number_key("train.beta1", [](RunConfig& c) -> double& { return c.train.beta1; },
-                 "AdamW first-moment decay; 0 <= beta1 < 1"),
-      number_key("train.beta2", [](RunConfig& c) -> double& { return c.train.beta2; },
-                 "AdamW second-moment decay; 0 <= beta2 < 1"),
-      number_key("train.eps", [](RunConfig& c) -> double& { return c.train.eps; }, "AdamW epsilon; > 0"),
-      seed_key("train.seed", [](RunConfig& c) -> uint64_t& { return c.train.seed; },
-               "seed of the initial weights and the data order; >= 0"),
-      int_key("train.log_every", [](RunConfig& c) -> int& { return c.train.log_every; },
-              "log a line and a metrics.jsonl record every N steps (and at steps 1 and the last); >= 1"),
-      bool_key("train.kerple_project", [](RunConfig& c) -> bool& { return c.train.kerple_project; },
-               "clamp the stored Kerple p, a to >= 0.01 after every step; false: only the forward "
-               "clamps and the raw values may drift below (DAPE-SPEC §3.4)"),
-      string_key("data.train", [](RunConfig& c) -> std::string& { return c.data.train; },
-                 "training text file (required); relative to the config file's folder"),
-      string_key("data.val", [](RunConfig& c) -> std::string& { return c.data.val; },
-                 "validation text file (required); the final val_loss averages up to 64 windows of it"),
-      string_key("data.tokenizer", [](RunConfig& c) -> std::string& { return c.data.tokenizer; },
-                 "tokenizer: byte (one token per byte, vocabulary 256)"),
+      int_key(
+          "model.fire.width", [](RunConfig& c) -> int& { return c.model.fire.width; },
+          "hidden width D_F of FIRE's MLP; fire and dape-fire only"),
+      int_key(
+          "model.fire.L0", [](RunConfig& c) -> int& { return c.model.fire.L0; },
+          "FIRE's fixed base threshold L0 (DAPE-SPEC §3.5); fire and dape-fire only"),
+      int_key(
+          "train.seq_len", [](RunConfig& c) -> int& { return c.train.seq_len; },
+          "tokens per training window (T); >= 1"),
+      int_key(
+          "train.micro_batch", [](RunConfig& c) -> int& { return c.train.micro_batch; },
+          "sequences per forward and backward (B); >= 1"),
+      int_key(
+          "train.grad_accum", [](RunConfig& c) -> int& { return c.train.grad_accum; },
+          "micro-batches whose gradients are summed per optimizer step; >= 1"),
+      int_key(
+          "train.steps", [](RunConfig& c) -> int& { return c.train.steps; },
+          "optimizer steps; also where the cosine schedule reaches min_lr; >= 1"),
+      number_key(
+          "train.lr", [](RunConfig& c) -> double& { return c.train.lr; },
+          "peak learning rate after warmup; > 0"),
+      number_key(
+          "train.min_lr", [](RunConfig& c) -> double& { return c.train.min_lr; },
+          "end and floor of the cosine schedule; 0 <= min_lr <= lr"),
+      int_key(
+          "train.warmup_steps", [](RunConfig& c) -> int& { return c.train.warmup_steps; },
+          "linear warmup from lr 0 (the first update has lr 0); 0 <= warmup_steps <= steps"),
+      number_key(
+          "train.weight_decay", [](RunConfig& c) -> double& { return c.train.weight_decay; },
+          "AdamW decoupled weight decay, not applied to LayerNorm and *.bias tensors; >= 0"),
+      number_key(
+          "train.clip", [](RunConfig& c) -> double& { return c.train.clip; },
+          "maximum global gradient L2 norm; <= 0 disables clipping"),
+      number_key(
+          "train.beta1", [](RunConfig& c) -> double& { return c.train.beta1; },
+          "AdamW first-moment decay; 0 <= beta1 < 1"),
+      number_key(
+          "train.beta2", [](RunConfig& c) -> double& { return c.train.beta2; },
+          "AdamW second-moment decay; 0 <= beta2 < 1"),
+      number_key(
+          "train.eps", [](RunConfig& c) -> double& { return c.train.eps; }, "AdamW epsilon; > 0"),
+      seed_key(
+          "train.seed", [](RunConfig& c) -> uint64_t& { return c.train.seed; },
+          "seed of the initial weights and the data order; >= 0"),
+      int_key(
+          "train.log_every", [](RunConfig& c) -> int& { return c.train.log_every; },
+          "log a line and a metrics.jsonl record every N steps (and at steps 1 and the last); >= 1"),
+      bool_key(
+          "train.kerple_project", [](RunConfig& c) -> bool& { return c.train.kerple_project; },
+          "clamp the stored Kerple p, a to >= 0.01 after every step; false: only the forward "
+          "clamps and the raw values may drift below (DAPE-SPEC §3.4)"),
+      string_key(
+          "data.train", [](RunConfig& c) -> std::string& { return c.data.train; },
+          "training text file (required); relative to the config file's folder"),
+      string_key(
+          "data.val", [](RunConfig& c) -> std::string& { return c.data.val; },
+          "validation text file (required); the final val_loss averages up to 64 windows of it"),
+      string_key(
+          "data.tokenizer", [](RunConfig& c) -> std::string& { return c.data.tokenizer; },
+          "tokenizer: byte (one token per byte, vocabulary 256)"),
   };
 }
 
@@ -211,7 +254,8 @@ std::string_view last_part(std::string_view name) {
 // A prefix that some keys live under ("model", "model.dape").
 bool is_section(std::string_view name) {
   for (const ConfigKey& k : config_schema())
-    if (k.name.size() > name.size() && k.name.compare(0, name.size(), name) == 0 && k.name[name.size()] == '.')
+    if (k.name.size() > name.size() && k.name.compare(0, name.size(), name) == 0 &&
+        k.name[name.size()] == '.')
       return true;
   return false;
 }
@@ -223,10 +267,14 @@ bool is_section(std::string_view name) {
 
 std::string describe_node(const YAML::Node& node) {
   switch (node.Type()) {
-    case YAML::NodeType::Map: return "(a map)";
-    case YAML::NodeType::Sequence: return "(a list)";
-    case YAML::NodeType::Scalar: return node.Scalar();
-    default: return "(nothing)";
+    case YAML::NodeType::Map:
+      return "(a map)";
+    case YAML::NodeType::Sequence:
+      return "(a list)";
+    case YAML::NodeType::Scalar:
+      return node.Scalar();
+    default:
+      return "(nothing)";
   }
 }
 
@@ -258,7 +306,8 @@ void check_positive(const std::string& key, int value, const std::string& what) 
 }
 
 void check_data_file(const std::string& key, const std::string& path) {
-  if (path.empty()) fail(key, "''", "required; expected the path of a text file (e.g. data/corpus/cfi-en.train.txt)");
+  if (path.empty())
+    fail(key, "''", "required; expected the path of a text file (e.g. data/corpus/cfi-en.train.txt)");
   std::error_code ec;
   fs::file_status st = fs::status(path, ec);
   if (!fs::exists(st)) fail(key, path, "file not found; expected an existing text file");
@@ -272,7 +321,9 @@ std::string absolute_path(const std::string& path, const fs::path& base) {
   return p.lexically_normal().string();
 }
 
-std::string section_of(const std::string& key) { return key.substr(0, key.find('.')); }
+std::string section_of(const std::string& key) {
+  return key.substr(0, key.find('.'));
+}
 
 }  // namespace
 
@@ -303,10 +354,14 @@ std::string closest_key(std::string_view name) {
 
 std::string describe_type(const ConfigKey& key) {
   switch (key.type) {
-    case ValueType::integer: return "an integer";
-    case ValueType::number: return "a number";
-    case ValueType::boolean: return "true or false";
-    case ValueType::string: return "a string";
+    case ValueType::integer:
+      return "an integer";
+    case ValueType::number:
+      return "a number";
+    case ValueType::boolean:
+      return "true or false";
+    case ValueType::string:
+      return "a string";
     case ValueType::choice: {
       std::string s = "one of ";
       for (size_t i = 0; i < key.choices.size(); ++i) s += (i ? ", " : "") + key.choices[i];
@@ -319,7 +374,8 @@ std::string describe_type(const ConfigKey& key) {
 void set_value(RunConfig& config, const std::string& key, const std::string& value) {
   const ConfigKey* k = find_key(key);
   if (!k) {
-    if (is_section(key)) fail(key, value, "a section, not a key; set one of its keys, e.g. " + closest_key(key + "."));
+    if (is_section(key))
+      fail(key, value, "a section, not a key; set one of its keys, e.g. " + closest_key(key + "."));
     fail_unknown(key, value);
   }
   k->set(config, value);
@@ -335,7 +391,8 @@ void apply_override(RunConfig& config, const std::string& assignment) {
 RunConfig load_config(const std::string& path, const std::vector<std::string>& overrides) {
   std::error_code ec;
   if (!fs::is_regular_file(path, ec))
-    throw ConfigError("config = " + path + ": file not found; expected a YAML file such as configs/tiny.yaml");
+    throw ConfigError("config = " + path +
+                      ": file not found; expected a YAML file such as configs/tiny.yaml");
   YAML::Node root;
   try {
     root = YAML::LoadFile(path);
@@ -421,18 +478,38 @@ std::vector<std::string> summary_lines(const RunConfig& config) {
   return lines;
 }
 
+namespace {
+
+std::string type_name(ValueType type) {
+  switch (type) {
+    case ValueType::integer:
+      return "int";
+    case ValueType::number:
+      return "number";
+    case ValueType::boolean:
+      return "bool";
+    case ValueType::string:
+      return "string";
+    case ValueType::choice:
+      return "choice";
+  }
+  return "";
+}
+
+}  // namespace
+
 std::string schema_help_text() {
   const RunConfig defaults;
   size_t width = 0, type_width = 0, default_width = 0;
   for (const ConfigKey& k : config_schema()) {
     width = std::max(width, k.name.size());
-    type_width = std::max(type_width, k.type == ValueType::choice ? 6 : describe_type(k).size());
+    type_width = std::max(type_width, type_name(k.type).size());
     default_width = std::max(default_width, k.get(defaults).size());
   }
   auto pad = [](std::string s, size_t w) { return s.append(w > s.size() ? w - s.size() : 0, ' '); };
   std::string out = "Config keys (nest them in YAML by their dots, or override one with --set KEY=VALUE):\n";
   for (const ConfigKey& k : config_schema()) {
-    std::string type = k.type == ValueType::choice ? "choice" : describe_type(k);
+    std::string type = type_name(k.type);
     std::string def = k.get(defaults).empty() ? "-" : k.get(defaults);
     out += "  " + pad(k.name, width) + "  " + pad(type, type_width) + "  " + pad(def, default_width) + "  " +
            k.doc + "\n";
@@ -449,18 +526,22 @@ std::string schema_markdown() {
       "<!-- Generated by `dape explain-config` from the schema table in launcher/config.cpp; "
       "a test keeps them equal. -->\n\n"
       "`dape train CONFIG.yaml [--set KEY=VALUE]... [--run-dir DIR]` reads these keys. In YAML, nest them by "
-      "their dots (`model: {dape: {width: 32}}`) or write them out (`model.dape.width: 32`); `--set` overrides "
+      "their dots (`model: {dape: {width: 32}}`) or write them out (`model.dape.width: 32`); `--set` "
+      "overrides "
       "one key after the file is read. An unknown key, a value of the wrong type or an impossible value "
-      "(d_model not divisible by n_heads, min_lr > lr, a missing data file, ...) stops `dape` with exit code 2 "
+      "(d_model not divisible by n_heads, min_lr > lr, a missing data file, ...) stops `dape` with exit code "
+      "2 "
       "and one line naming the key, the value and what is expected, before anything is written.\n\n"
-      "Relative paths in the file are resolved from the file's folder, relative paths given with `--set` from "
+      "Relative paths in the file are resolved from the file's folder, relative paths given with `--set` "
+      "from "
       "the current directory. Defaults are the tiny CPU run (DAPE-SPEC §2.1) with the optimizer of §2.2; "
       "`data.train` and `data.val` have no default. The run directory receives `config.yaml`, the resolved "
       "config with every key, which `dape train` accepts as it is.\n\n"
       "| key | type | default | meaning |\n|---|---|---|---|\n";
   for (const ConfigKey& k : config_schema()) {
     std::string def = k.get(defaults).empty() ? "(required)" : "`" + k.get(defaults) + "`";
-    out += "| `" + k.name + "` | " + describe_type(k) + " | " + def + " | " + k.doc + " |\n";
+    std::string type = k.type == ValueType::choice ? describe_type(k) : type_name(k.type);
+    out += "| `" + k.name + "` | " + type + " | " + def + " | " + k.doc + " |\n";
   }
   return out;
 }

@@ -19,14 +19,14 @@ namespace dape::launcher {
 
 // The train.* keys. Defaults are the tiny CPU run (DAPE-SPEC §2.1) with the optimizer of §2.2.
 struct TrainConfig {
-  int seq_len = 32;      // T
-  int micro_batch = 8;   // B
-  int grad_accum = 1;    // micro-batches per optimizer step
-  int steps = 300;       // optimizer steps, also the cosine decay length
+  int seq_len = 32;     // T
+  int micro_batch = 8;  // B
+  int grad_accum = 1;   // micro-batches per optimizer step
+  int steps = 300;      // optimizer steps, also the cosine decay length
   double lr = 1e-3, min_lr = 1e-4;
   int warmup_steps = 10;
   double weight_decay = 0.1;
-  double clip = 1.0;     // <= 0: no clipping
+  double clip = 1.0;  // <= 0: no clipping
   double beta1 = 0.9, beta2 = 0.95, eps = 1e-8;
   uint64_t seed = 1234;  // initial weights and data order
   int log_every = 10;

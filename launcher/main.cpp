@@ -28,15 +28,17 @@ int main(int argc, char** argv) {
   TrainRequest request;
   CLI::App* train_cmd = app.add_subcommand("train", "train a model on the CPU from a YAML config");
   train_cmd->add_option("config", request.config_path, "YAML config, e.g. configs/tiny.yaml")->required();
-  train_cmd->add_option("--set", request.overrides, "override one config key: --set train.steps=100 (repeatable)")
+  train_cmd
+      ->add_option("--set", request.overrides, "override one config key: --set train.steps=100 (repeatable)")
       ->type_name("KEY=VALUE")
       ->allow_extra_args(false);
-  train_cmd->add_option("--run-dir", request.run_dir,
-                        "output directory (default runs/<config stem>-<YYYYmmdd-HHMMSS>); must not hold a run");
+  train_cmd->add_option(
+      "--run-dir", request.run_dir,
+      "output directory (default runs/<config stem>-<YYYYmmdd-HHMMSS>); must not hold a run");
   train_cmd->footer("\n" + schema_help_text());
 
-  CLI::App* explain_cmd =
-      app.add_subcommand("explain-config", "print every config key with type, default and meaning (Markdown)");
+  CLI::App* explain_cmd = app.add_subcommand(
+      "explain-config", "print every config key with type, default and meaning (Markdown)");
 
   std::string plot_dir;
   CLI::App* plot_cmd = app.add_subcommand("plot", "print the loss curve of a run directory");

@@ -27,7 +27,9 @@ using Clock = std::chrono::steady_clock;
 
 constexpr int kMaxEvalWindows = 64;
 
-double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
+double seconds_since(Clock::time_point t0) {
+  return std::chrono::duration<double>(Clock::now() - t0).count();
+}
 
 std::string format_duration(double seconds) {
   long s = std::lround(std::max(0.0, seconds));
@@ -123,7 +125,8 @@ class ProgressBar {
 };
 
 std::shared_ptr<spdlog::logger> make_logger() {
-  auto logger = std::make_shared<spdlog::logger>("dape", std::make_shared<spdlog::sinks::stdout_color_sink_mt>());
+  auto logger =
+      std::make_shared<spdlog::logger>("dape", std::make_shared<spdlog::sinks::stdout_color_sink_mt>());
   logger->set_pattern("[%H:%M:%S] %v");
   logger->flush_on(spdlog::level::info);
   return logger;
@@ -147,8 +150,8 @@ double validation_loss(model::GPT<float>& gpt, const data::TokenWindows& windows
   for (int64_t w0 = 0; w0 < n; w0 += B) {
     int nb = static_cast<int>(std::min<int64_t>(B, n - w0));
     for (int b = 0; b < nb; ++b)
-      windows.eval_window(inputs.data() + static_cast<size_t>(b) * T, targets.data() + static_cast<size_t>(b) * T,
-                          w0 + b);
+      windows.eval_window(inputs.data() + static_cast<size_t>(b) * T,
+                          targets.data() + static_cast<size_t>(b) * T, w0 + b);
     sum += static_cast<double>(gpt.forward(inputs.data(), targets.data(), nb, T)) * nb;
   }
   *n_windows = n;
@@ -158,7 +161,8 @@ double validation_loss(model::GPT<float>& gpt, const data::TokenWindows& windows
 void write_weights(const fs::path& path, model::GPT<float>& gpt) {
   std::vector<checkpoint::TensorToWrite> tensors;
   for (const model::ParameterSpec& spec : gpt.parameter_table()) {
-    comm::ShardDescriptor desc{spec.name, spec.shape, std::vector<int64_t>(spec.shape.size(), 0), spec.shape, 0};
+    comm::ShardDescriptor desc{spec.name, spec.shape, std::vector<int64_t>(spec.shape.size(), 0), spec.shape,
+                               0};
     tensors.push_back({desc, gpt.params() + spec.offset});
   }
   checkpoint::write_weight_file(path.string(), tensors, model::to_json(gpt.config()));
@@ -171,10 +175,10 @@ std::string resolved_config_text(const RunConfig& config, const TrainRequest& re
 }
 
 [[noreturn]] void refuse_step(int step, const std::string& what, double value, const TrainConfig& t) {
-  throw Error(fmt::format(
-      "step {}: {} = {} is not finite; stopped before the update and model.h5 was not written. "
-      "Lower train.lr ({}) or set train.clip, and start a new run",
-      step, what, value, t.lr));
+  throw Error(
+      fmt::format("step {}: {} = {} is not finite; stopped before the update and model.h5 was not written. "
+                  "Lower train.lr ({}) or set train.clip, and start a new run",
+                  step, what, value, t.lr));
 }
 
 }  // namespace
@@ -202,14 +206,16 @@ std::string choose_run_dir(const std::string& requested, const std::string& conf
   std::error_code ec;
   if (!requested.empty()) {
     if (fs::exists(requested, ec) && !fs::is_directory(requested, ec))
-      throw ConfigError("--run-dir = " + requested + ": exists and is not a directory; pick another --run-dir");
+      throw ConfigError("--run-dir = " + requested +
+                        ": exists and is not a directory; pick another --run-dir");
     for (const char* output : {"model.h5", "metrics.jsonl"})
       if (fs::exists(fs::path(requested) / output, ec))
         throw ConfigError("--run-dir = " + requested + ": already holds " + output +
                           " from an earlier run; pick another --run-dir or delete it");
     return requested;
   }
-  std::string base = (fs::path("runs") / (fs::path(config_path).stem().string() + "-" + timestamp())).string();
+  std::string base =
+      (fs::path("runs") / (fs::path(config_path).stem().string() + "-" + timestamp())).string();
   std::string dir = base;
   for (int i = 2; fs::exists(dir, ec); ++i) dir = base + "-" + std::to_string(i);
   return dir;
@@ -225,7 +231,8 @@ void train(const TrainRequest& request) {
 
   // Everything that can fail on input runs before the run directory exists.
   auto tokenizer = data::make_tokenizer(config.data.tokenizer);
-  const data::TokenWindows train_windows(data::tokenize_file(config.data.train, *tokenizer), T, config.data.train);
+  const data::TokenWindows train_windows(data::tokenize_file(config.data.train, *tokenizer), T,
+                                         config.data.train);
   const data::TokenWindows val_windows(data::tokenize_file(config.data.val, *tokenizer), T, config.data.val);
   model::GPT<float> gpt(config.model);
   gpt.init_parameters(t.seed);
@@ -239,11 +246,12 @@ void train(const TrainRequest& request) {
 
   log->info("dape train {} -> {}", request.config_path, run_dir);
   for (const std::string& line : summary_lines(config)) log->info("  {}", line);
-  log->info("model: {} parameters, activation arena {:.1f} MiB for B={} T={}", format_count(gpt.num_parameters()),
-            gpt.arena_bytes() / 1048576.0, B, T);
+  log->info("model: {} parameters, activation arena {:.1f} MiB for B={} T={}",
+            format_count(gpt.num_parameters()), gpt.arena_bytes() / 1048576.0, B, T);
   log->info("data: train {} tokens ({} windows), val {} tokens ({} windows), tokenizer {}",
             format_count(train_windows.num_tokens()), format_count(train_windows.num_windows()),
-            format_count(val_windows.num_tokens()), format_count(val_windows.num_windows()), tokenizer->name());
+            format_count(val_windows.num_tokens()), format_count(val_windows.num_windows()),
+            tokenizer->name());
 
   std::vector<int32_t> inputs(static_cast<size_t>(B) * T), targets(inputs.size());
   const long long tokens_per_step = static_cast<long long>(B) * T * t.grad_accum;
@@ -277,14 +285,16 @@ void train(const TrainRequest& request) {
       const double tokens_per_s = interval > 0 ? (tokens - tokens_at_log) / interval : 0.0;
       last_log = Clock::now();
       tokens_at_log = tokens;
-      nlohmann::ordered_json record = {{"step", step},         {"loss", loss},   {"lr", lr},
-                                       {"grad_norm", grad_norm}, {"tokens", tokens}, {"tokens_per_s", tokens_per_s},
-                                       {"elapsed_s", elapsed}};
+      nlohmann::ordered_json record = {
+          {"step", step},           {"loss", loss},     {"lr", lr},
+          {"grad_norm", grad_norm}, {"tokens", tokens}, {"tokens_per_s", tokens_per_s},
+          {"elapsed_s", elapsed}};
       metrics.write(record);
       progress.clear();
-      log->info("step {:>{}}/{} | loss {:.4f} | lr {:.2e} | grad norm {:.4f} | {} tok/s | elapsed {} | ETA {}", step,
-                std::to_string(t.steps).size(), t.steps, loss, lr, grad_norm, format_rate(tokens_per_s),
-                format_duration(elapsed), format_duration(eta));
+      log->info(
+          "step {:>{}}/{} | loss {:.4f} | lr {:.2e} | grad norm {:.4f} | {} tok/s | elapsed {} | ETA {}",
+          step, std::to_string(t.steps).size(), t.steps, loss, lr, grad_norm, format_rate(tokens_per_s),
+          format_duration(elapsed), format_duration(eta));
     }
     progress.update(step, loss, eta);
   }
@@ -292,12 +302,14 @@ void train(const TrainRequest& request) {
 
   int64_t n_val = 0;
   const double val_loss = validation_loss(gpt, val_windows, B, &n_val);
-  if (!std::isfinite(val_loss)) throw Error(fmt::format("validation loss = {} is not finite after training", val_loss));
+  if (!std::isfinite(val_loss))
+    throw Error(fmt::format("validation loss = {} is not finite after training", val_loss));
   metrics.write({{"step", t.steps}, {"val_loss", val_loss}, {"val_windows", n_val}});
-  log->info("val_loss {:.4f} (perplexity {:.2f}) over {} windows of {} tokens of {}", val_loss, std::exp(val_loss),
-            n_val, T, config.data.val);
+  log->info("val_loss {:.4f} (perplexity {:.2f}) over {} windows of {} tokens of {}", val_loss,
+            std::exp(val_loss), n_val, T, config.data.val);
   write_weights(fs::path(run_dir) / "model.h5", gpt);
-  log->info("wrote {} in {}", (fs::path(run_dir) / "model.h5").string(), format_duration(seconds_since(start)));
+  log->info("wrote {} in {}", (fs::path(run_dir) / "model.h5").string(),
+            format_duration(seconds_since(start)));
   std::fputs(plot_loss_curve(read_metrics(run_dir)).c_str(), stdout);
   std::fflush(stdout);
 }
@@ -335,7 +347,9 @@ std::string plot_loss_curve(const std::vector<MetricsRecord>& records, int width
   for (const auto& [x, y] : points) y0 = std::min(y0, y), y1 = std::max(y1, y);
   if (std::isfinite(val_loss)) y0 = std::min(y0, val_loss), y1 = std::max(y1, val_loss);
   if (y1 - y0 < 1e-9) y0 -= 0.5, y1 += 0.5;
-  auto column = [&](double x) { return x1 > x0 ? static_cast<int>(std::lround((x - x0) / (x1 - x0) * (width - 1))) : 0; };
+  auto column = [&](double x) {
+    return x1 > x0 ? static_cast<int>(std::lround((x - x0) / (x1 - x0) * (width - 1))) : 0;
+  };
   auto row = [&](double y) { return static_cast<int>(std::lround((y1 - y) / (y1 - y0) * (height - 1))); };
 
   // One mark per column at the mean loss of the records that fall into it.
@@ -358,8 +372,8 @@ std::string plot_loss_curve(const std::vector<MetricsRecord>& records, int width
   }
   out += std::string(9, ' ') + "+" + std::string(width, '-') + "\n";
   std::string left = fmt::format("{:.0f}", x0), right = fmt::format("step {:.0f}", x1);
-  out += std::string(10, ' ') + left + std::string(std::max<int>(1, width - left.size() - right.size()), ' ') + right +
-         "\n";
+  out += std::string(10, ' ') + left +
+         std::string(std::max<int>(1, width - left.size() - right.size()), ' ') + right + "\n";
   return out;
 }
 

@@ -1,8 +1,8 @@
 // `dape train`: the training loop on the CPU, its logging, metrics.jsonl and the run directory.
 //
 // A run directory holds:
-//   config.yaml    the resolved config (every key), written first; `dape train RUN/config.yaml` repeats the run
-//   metrics.jsonl  one JSON object per logged step: step, loss, lr, grad_norm, tokens, tokens_per_s,
+//   config.yaml    the resolved config (every key), written first; `dape train RUN/config.yaml` repeats the
+//   run metrics.jsonl  one JSON object per logged step: step, loss, lr, grad_norm, tokens, tokens_per_s,
 //                  elapsed_s; the last line holds step and val_loss. Flushed line by line.
 //   model.h5       the weights (docs/checkpoint-format.md), with model::to_json(config) as attribute `config`
 #pragma once

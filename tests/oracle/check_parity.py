@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """Compare the C++ trainer's loss and gradients with the float64 oracle.
 
-Usage: check_parity.py MODEL_H5 OURS_H5 [--rtol 1e-4]
+Usage: check_parity.py [--rtol 1e-4] MODEL_H5 OURS_H5 [MODEL_H5 OURS_H5 ...]
 
 MODEL_H5: weight file (datasets at the root, float32 or float64, plus attribute `config`).
 OURS_H5:  datasets `inputs`, `targets` (int64 [B, T]), root attribute `loss` (float64) and
@@ -25,28 +25,21 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import gpt_oracle as go  # noqa: E402
 
 
-def main():
+def check_pair(model_h5, ours_h5, rtol, top):
+    """Prints the comparison of one (weights, ours) pair; returns (passed, worst rel error)."""
     import h5py
-    ap = argparse.ArgumentParser(description="loss/gradient parity against the oracle")
-    ap.add_argument("model_h5")
-    ap.add_argument("ours_h5")
-    ap.add_argument("--rtol", type=float, default=1e-4)
-    ap.add_argument("--top", type=int, default=10, help="rows of the table (default 10)")
-    args = ap.parse_args()
-    torch.set_num_threads(max(1, min(8, os.cpu_count() or 1)))
-
     try:
-        model = go.load_model(args.model_h5)
+        model = go.load_model(model_h5)
     except (KeyError, ValueError) as e:
-        print("parity: cannot load %s: %s" % (args.model_h5, e))
-        return 1
-    with h5py.File(args.model_h5, "r") as f:
+        print("parity: cannot load %s: %s" % (model_h5, e))
+        return False, float("inf")
+    with h5py.File(model_h5, "r") as f:
         extra_w = sorted(k for k in f.keys()
                          if isinstance(f[k], h5py.Dataset) and k not in model.params)
     if extra_w:
         print("note: weight file datasets not used by the model: %s" % ", ".join(extra_w))
 
-    with h5py.File(args.ours_h5, "r") as f:
+    with h5py.File(ours_h5, "r") as f:
         inputs = np.asarray(f["inputs"][()], dtype=np.int64)
         targets = np.asarray(f["targets"][()], dtype=np.int64)
         our_loss = float(f.attrs["loss"])
@@ -68,10 +61,10 @@ def main():
     print("config: %s  causal=%s  B=%d T=%d" % (model.config.pe, model.config.causal, B, T))
     print("%-44s %12s" % ("tensor", "rel"))
     print("%-44s %12.3e   (ours %.10g, oracle %.10g)" % ("loss", loss_rel, our_loss, loss))
-    for rel, n, zero in rows[:args.top]:
+    for rel, n, zero in rows[:top]:
         print("%-44s %12.3e%s" % (n, rel, "   (zero)" if zero else ""))
-    bad = [n for rel, n, _ in rows if not rel <= args.rtol]
-    if not loss_rel <= args.rtol:
+    bad = [n for rel, n, _ in rows if not rel <= rtol]
+    if not loss_rel <= rtol:
         bad.append("loss")
     for n in missing:
         print("MISSING in ours: %s" % n)
@@ -81,11 +74,29 @@ def main():
     print("parity: max rel error %.3e over %d tensors" % (worst, len(rows)))
     if bad or missing or extra:
         print("parity: FAIL (rtol %.1e): %d over tolerance%s%s" % (
-            args.rtol, len(bad), ", %d missing" % len(missing) if missing else "",
+            rtol, len(bad), ", %d missing" % len(missing) if missing else "",
             ", %d extra" % len(extra) if extra else ""))
-        return 1
-    print("parity: PASS (rtol %.1e)" % args.rtol)
-    return 0
+        return False, worst
+    print("parity: PASS (rtol %.1e)" % rtol)
+    return True, worst
+
+
+def main():
+    ap = argparse.ArgumentParser(description="loss/gradient parity against the oracle")
+    ap.add_argument("files", nargs="+", help="pairs MODEL_H5 OURS_H5")
+    ap.add_argument("--rtol", type=float, default=1e-4)
+    ap.add_argument("--top", type=int, default=10, help="rows of the table (default 10)")
+    args = ap.parse_args()
+    if len(args.files) % 2:
+        ap.error("expected pairs of files: MODEL_H5 OURS_H5 ...")
+    torch.set_num_threads(max(1, min(8, os.cpu_count() or 1)))
+    failed = 0
+    for model_h5, ours_h5 in zip(args.files[0::2], args.files[1::2]):
+        ok, _ = check_pair(model_h5, ours_h5, args.rtol, args.top)
+        failed += not ok
+    pairs = len(args.files) // 2
+    print("parity summary: %d of %d pairs passed" % (pairs - failed, pairs))
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
