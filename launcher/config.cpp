@@ -27,7 +27,11 @@ std::string format_number(double v) {
   char buf[64];
   auto [end, ec] = std::to_chars(buf, buf + sizeof buf, v);
   DAPE_ASSERT(ec == std::errc());
-  return std::string(buf, end);
+  std::string s(buf, end);
+  // "1.0e-04" rather than "1e-04": YAML 1.1 readers (PyYAML) take a float without a dot for a string.
+  size_t e = s.find('e');
+  if (e != std::string::npos && s.find('.') == std::string::npos) s.insert(e, ".0");
+  return s;
 }
 
 int64_t parse_integer(const std::string& key, const std::string& text) {
@@ -194,7 +198,7 @@ std::vector<ConfigKey> build_schema() {
           "end and floor of the cosine schedule; 0 <= min_lr <= lr"),
       int_key(
           "train.warmup_steps", [](RunConfig& c) -> int& { return c.train.warmup_steps; },
-          "linear warmup from lr 0 (the first update has lr 0); 0 <= warmup_steps <= steps"),
+          "steps of linear warmup from lr 0 (the first update has lr 0); >= 0"),
       number_key(
           "train.weight_decay", [](RunConfig& c) -> double& { return c.train.weight_decay; },
           "AdamW decoupled weight decay, not applied to LayerNorm and *.bias tensors; >= 0"),
@@ -429,9 +433,8 @@ void validate(const RunConfig& config) {
   if (t.min_lr < 0 || t.min_lr > t.lr)
     fail("train.min_lr", format_number(t.min_lr),
          "expected 0 <= min_lr <= train.lr (" + format_number(t.lr) + ")");
-  if (t.warmup_steps < 0 || t.warmup_steps > t.steps)
-    fail("train.warmup_steps", std::to_string(t.warmup_steps),
-         "expected 0 <= warmup_steps <= train.steps (" + std::to_string(t.steps) + ")");
+  if (t.warmup_steps < 0)
+    fail("train.warmup_steps", std::to_string(t.warmup_steps), "expected an integer >= 0 (0: no warmup)");
   if (t.weight_decay < 0) fail("train.weight_decay", format_number(t.weight_decay), "expected a number >= 0");
   if (t.beta1 < 0 || t.beta1 >= 1) fail("train.beta1", format_number(t.beta1), "expected 0 <= beta1 < 1");
   if (t.beta2 < 0 || t.beta2 >= 1) fail("train.beta2", format_number(t.beta2), "expected 0 <= beta2 < 1");
@@ -454,9 +457,9 @@ std::string to_yaml(const RunConfig& config) {
     std::vector<std::string> parts;
     std::stringstream ss(k.name);
     for (std::string part; std::getline(ss, part, '.');) parts.push_back(part);
-    // yaml-cpp nodes are handles: assigning to a child of `node` edits the tree under root.
+    // yaml-cpp: reset() rebinds the handle (operator= would overwrite the node it refers to).
     YAML::Node node = root;
-    for (size_t i = 0; i + 1 < parts.size(); ++i) node = node[parts[i]];
+    for (size_t i = 0; i + 1 < parts.size(); ++i) node.reset(node[parts[i]]);
     node[parts.back()] = k.get(config);
   }
   YAML::Emitter out;

@@ -171,6 +171,7 @@ void write_weights(const fs::path& path, model::GPT<float>& gpt) {
 std::string resolved_config_text(const RunConfig& config, const TrainRequest& request) {
   std::string header = "# Resolved by `dape train " + request.config_path;
   for (const std::string& o : request.overrides) header += " --set " + o;
+  std::replace(header.begin(), header.end(), '\n', ' ');
   return header + "`; every key is listed.\n" + to_yaml(config);
 }
 

@@ -55,7 +55,7 @@ double clip_grad_norm(F* grads, size_t n, double max_norm) {
   constexpr size_t kChunk = 1 << 16;
   const size_t chunks = (n + kChunk - 1) / kChunk;
   std::vector<double> partial(chunks, 0.0);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (chunks > 1)
   for (size_t c = 0; c < chunks; ++c) {
     double sum = 0;
     for (size_t i = c * kChunk; i < std::min(n, (c + 1) * kChunk); ++i) sum += double(grads[i]) * grads[i];
@@ -66,7 +66,7 @@ double clip_grad_norm(F* grads, size_t n, double max_norm) {
   const double norm = std::sqrt(total);
   if (max_norm > 0 && norm > max_norm) {
     const F scale = F(max_norm / (norm + 1e-6));
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (n > 65536)
     for (size_t i = 0; i < n; ++i) grads[i] *= scale;
   }
   return norm;

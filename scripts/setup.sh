@@ -5,7 +5,7 @@ set -euo pipefail
 
 packages=(
   g++ cmake ninja-build pkg-config clang-format
-  libopenblas-dev libhdf5-dev libspdlog-dev libgtest-dev
+  libopenblas-openmp-dev libhdf5-dev libspdlog-dev libgtest-dev
   libyaml-cpp-dev libcli11-dev nlohmann-json3-dev
   libopenmpi-dev openmpi-bin
   python3 python3-torch python3-h5py python3-numpy

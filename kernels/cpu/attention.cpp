@@ -8,12 +8,14 @@
 
 #include "kernels/attention.h"
 #include "kernels/cpu/activation.h"
+#include "kernels/cpu/parallel.h"
 #include "kernels/error.h"
 
 namespace dape::kernels {
 
 using cpu::activation_derivative;
 using cpu::activation_forward;
+using cpu::worth_parallel;
 
 int AttentionSpec::dape_inputs() const {
   return (dape == DapeMode::concat_residual || dape == DapeMode::concat) ? 2 * NH : NH;
@@ -144,8 +146,10 @@ void attention_forward(F* out, const AttentionSaved<F>& saved, const F* qkv, con
                        const DapeTensors<const F*>& dape, const AttentionSpec& s) {
   const int B = s.B, T = s.T, NH = s.NH, HS = s.HS, C = NH * HS;
   const F scale = F(1) / std::sqrt(F(HS));
+  // Work of the score, softmax and DAPE loops: every (b, i, j) pair over all heads.
+  const bool parallel = worth_parallel(size_t(B) * T * T * NH * (HS + s.dape_width));
 
-#pragma omp parallel for collapse(2) schedule(static)
+#pragma omp parallel for collapse(2) schedule(static) if (parallel)
   for (int b = 0; b < B; ++b)
     for (int t = 0; t < T; ++t) {
       const F* src = qkv + (size_t(b) * T + t) * 3 * C;
@@ -162,7 +166,7 @@ void attention_forward(F* out, const AttentionSaved<F>& saved, const F* qkv, con
   }
   if (has_bias(s)) bias_forward(saved.bias, pe, s.bias_spec());
 
-#pragma omp parallel
+#pragma omp parallel if (parallel)
   {
     RowWorkspace<F> ws(s);
 #pragma omp for collapse(2) schedule(static)
@@ -210,9 +214,10 @@ void attention_backward(F* dqkv, const PositionalTensors<F*>& dpe, const DapeTen
   const size_t TT = size_t(T) * T;
   const F scale = F(1) / std::sqrt(F(HS));
   F* g = scratch.dscores;  // first dL/dlogits, then dL/dscores
+  const bool parallel = worth_parallel(size_t(B) * T * T * NH * (HS + s.dape_width));
 
   // Step 1 (DAPE-SPEC §4.6): dv = P^T do; g = P (dP - Delta), per head.
-#pragma omp parallel for collapse(2) schedule(static)
+#pragma omp parallel for collapse(2) schedule(static) if (parallel)
   for (int b = 0; b < B; ++b)
     for (int h = 0; h < NH; ++h) {
       const size_t bh = size_t(b) * NH + h;
@@ -248,7 +253,7 @@ void attention_backward(F* dqkv, const PositionalTensors<F*>& dpe, const DapeTen
     const size_t n_dw1 = size_t(D) * Zin, n_dw2 = size_t(NH) * D;
     const size_t width = n_dw1 + D + n_dw2 + NH;  // [dW1, dc1, dW2, dc2] per row
     std::vector<F> rows(size_t(T) * width, F(0));
-#pragma omp parallel
+#pragma omp parallel if (parallel)
     {
       RowWorkspace<F> ws(s);
       std::vector<F> gu(size_t(D) * T);
@@ -341,7 +346,7 @@ void attention_backward(F* dqkv, const PositionalTensors<F*>& dpe, const DapeTen
       for (int h = 0; h < NH; ++h) ddape.fc2_bias[h] += acc[nz + D + n_dw2 + h];
     }
   } else if (bias) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (parallel)
     for (int i = 0; i < T; ++i)
       for (int h = 0; h < NH; ++h) {
         F* db = scratch.dbias + h * TT + size_t(i) * T;
@@ -355,7 +360,7 @@ void attention_backward(F* dqkv, const PositionalTensors<F*>& dpe, const DapeTen
   if (bias) bias_backward(dpe, scratch.dbias, pe, s.bias_spec());
 
   // Step 3: scores to q and k.
-#pragma omp parallel for collapse(2) schedule(static)
+#pragma omp parallel for collapse(2) schedule(static) if (parallel)
   for (int b = 0; b < B; ++b)
     for (int h = 0; h < NH; ++h) {
       const size_t bh = size_t(b) * NH + h;
@@ -383,7 +388,7 @@ void attention_backward(F* dqkv, const PositionalTensors<F*>& dpe, const DapeTen
     rope_backward(scratch.dk, B * NH, T, HS);
   }
 
-#pragma omp parallel for collapse(2) schedule(static)
+#pragma omp parallel for collapse(2) schedule(static) if (parallel)
   for (int b = 0; b < B; ++b)
     for (int t = 0; t < T; ++t) {
       F* dst = dqkv + (size_t(b) * T + t) * 3 * C;

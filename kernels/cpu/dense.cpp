@@ -18,6 +18,7 @@
 #include <numbers>
 #include <utility>
 
+#include "kernels/cpu/parallel.h"
 #include "kernels/error.h"
 
 namespace dape::kernels {
@@ -45,7 +46,7 @@ size_t at(int row, int col, int width) {
 
 template <typename F>
 void encoder_forward(F* out, const int32_t* tokens, const F* wte, int N, int C) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (cpu::worth_parallel(size_t(N) * C))
   for (int n = 0; n < N; ++n) {
     const F* src = wte + at(tokens[n], 0, C);
     std::copy(src, src + C, out + at(n, 0, C));
@@ -55,7 +56,7 @@ void encoder_forward(F* out, const int32_t* tokens, const F* wte, int N, int C) 
 // Rows sharing a token add into the same dwte row, so threads split columns, not rows.
 template <typename F>
 void encoder_backward(F* dwte, const F* dout, const int32_t* tokens, int N, int C) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (cpu::worth_parallel(size_t(N) * C))
   for (int c0 = 0; c0 < C; c0 += kColumnTile) {
     const int c1 = std::min(C, c0 + kColumnTile);
     for (int n = 0; n < N; ++n) {
@@ -69,7 +70,7 @@ void encoder_backward(F* dwte, const F* dout, const int32_t* tokens, int N, int 
 template <typename F>
 void layernorm_forward(F* out, F* mean, F* rstd, const F* inp, const F* weight, const F* bias, int N, int C) {
   constexpr double eps = 1e-5;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (cpu::worth_parallel(size_t(N) * C))
   for (int n = 0; n < N; ++n) {
     const F* x = inp + at(n, 0, C);
     F* y = out + at(n, 0, C);
@@ -91,7 +92,7 @@ void layernorm_forward(F* out, F* mean, F* rstd, const F* inp, const F* weight, 
 template <typename F>
 void layernorm_backward(F* dinp, F* dweight, F* dbias, const F* dout, const F* inp, const F* weight,
                         const F* mean, const F* rstd, int N, int C) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (cpu::worth_parallel(size_t(N) * C))
   for (int n = 0; n < N; ++n) {
     const F* x = inp + at(n, 0, C);
     const F* dy = dout + at(n, 0, C);
@@ -109,7 +110,7 @@ void layernorm_backward(F* dinp, F* dweight, F* dbias, const F* dout, const F* i
       dx[c] += static_cast<F>(s * (g - g_mean - (x[c] - m) * s * gx_mean));
     }
   }
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (cpu::worth_parallel(size_t(N) * C))
   for (int c0 = 0; c0 < C; c0 += kColumnTile) {
     const int c1 = std::min(C, c0 + kColumnTile);
     double dw[kColumnTile] = {}, db[kColumnTile] = {};
@@ -132,7 +133,7 @@ void layernorm_backward(F* dinp, F* dweight, F* dbias, const F* dout, const F* i
 template <typename F>
 void matmul_forward(F* out, const F* inp, const F* weight, const F* bias, int N, int C, int OC) {
   if (bias != nullptr) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (cpu::worth_parallel(size_t(N) * OC))
     for (int n = 0; n < N; ++n) std::copy(bias, bias + OC, out + at(n, 0, OC));
   }
   // beta = 0 lets BLAS ignore whatever out held before.
@@ -145,7 +146,7 @@ void matmul_backward(F* dinp, F* dweight, F* dbias, const F* dout, const F* inp,
   gemm(CblasNoTrans, CblasNoTrans, N, C, OC, F(1), dout, OC, weight, C, F(0), dinp, C);
   gemm(CblasTrans, CblasNoTrans, OC, C, N, F(1), dout, OC, inp, C, F(1), dweight, C);
   if (dbias == nullptr) return;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (cpu::worth_parallel(size_t(N) * OC))
   for (int o0 = 0; o0 < OC; o0 += kColumnTile) {
     const int o1 = std::min(OC, o0 + kColumnTile);
     double sum[kColumnTile] = {};
@@ -160,7 +161,7 @@ void matmul_backward(F* dinp, F* dweight, F* dbias, const F* dout, const F* inp,
 template <typename F>
 void gelu_forward(F* out, const F* inp, size_t n) {
   const F inv_sqrt2 = static_cast<F>(std::numbers::sqrt2 / 2);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (cpu::worth_parallel(n))
   for (size_t i = 0; i < n; ++i) {
     const F x = inp[i];
     out[i] = F(0.5) * x * (F(1) + std::erf(x * inv_sqrt2));
@@ -171,7 +172,7 @@ template <typename F>
 void gelu_backward(F* dinp, const F* inp, const F* dout, size_t n) {
   const F inv_sqrt2 = static_cast<F>(std::numbers::sqrt2 / 2);
   const F inv_sqrt_2pi = static_cast<F>(std::numbers::inv_sqrtpi * std::numbers::sqrt2 / 2);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (cpu::worth_parallel(n))
   for (size_t i = 0; i < n; ++i) {
     const F x = inp[i];
     const F cdf = F(0.5) * (F(1) + std::erf(x * inv_sqrt2));
@@ -182,7 +183,7 @@ void gelu_backward(F* dinp, const F* inp, const F* dout, size_t n) {
 
 template <typename F>
 void residual_forward(F* out, const F* a, const F* b, size_t n) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (cpu::worth_parallel(n))
   for (size_t i = 0; i < n; ++i) out[i] = a[i] + b[i];
 }
 
@@ -201,7 +202,7 @@ std::pair<double, double> softmax_normaliser(const F* x, int V) {
 
 template <typename F>
 void crossentropy_forward(F* losses, const F* logits, const int32_t* targets, int N, int V) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (cpu::worth_parallel(size_t(N) * V))
   for (int n = 0; n < N; ++n) {
     DAPE_ASSERT(targets[n] >= 0 && targets[n] < V);
     const F* x = logits + at(n, 0, V);
@@ -214,7 +215,7 @@ void crossentropy_forward(F* losses, const F* logits, const int32_t* targets, in
 // read just before it is overwritten.
 template <typename F>
 void crossentropy_backward(F* dlogits, const F* logits, const int32_t* targets, F dloss, int N, int V) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (cpu::worth_parallel(size_t(N) * V))
   for (int n = 0; n < N; ++n) {
     DAPE_ASSERT(targets[n] >= 0 && targets[n] < V);
     const F* x = logits + at(n, 0, V);

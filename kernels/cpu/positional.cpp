@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "kernels/cpu/activation.h"
+#include "kernels/cpu/parallel.h"
 #include "kernels/error.h"
 
 namespace dape::kernels {
@@ -83,7 +84,7 @@ void bias_forward(F* bias, const PositionalTensors<const F*>& p, const BiasSpec&
   switch (s.kind) {
     case PeKind::alibi: {
       const std::vector<double> m = alibi_slopes(NH);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (cpu::worth_parallel(size_t(T) * T * NH))
       for (int i = 0; i < T; ++i)
         for (int j = 0; j < key_end(i, T, s.causal); ++j)
           for (int h = 0; h < NH; ++h) {
@@ -94,7 +95,7 @@ void bias_forward(F* bias, const PositionalTensors<const F*>& p, const BiasSpec&
       break;
     }
     case PeKind::kerple: {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (cpu::worth_parallel(size_t(T) * T * NH))
       for (int i = 0; i < T; ++i)
         for (int j = 0; j < key_end(i, T, s.causal); ++j) {
           const bool right = is_right(i, j);
@@ -109,7 +110,7 @@ void bias_forward(F* bias, const PositionalTensors<const F*>& p, const BiasSpec&
     case PeKind::fire: {
       const int DF = s.fire_width;
       const F abs_c = std::abs(*p.fire_c), Lambda = std::abs(*p.fire_lambda * F(s.fire_L0));
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (cpu::worth_parallel(size_t(T) * T * NH))
       for (int i = 0; i < T; ++i) {
         std::vector<F> hidden(DF);
         const FireRow<F> row = fire_row(i, T, s.causal, abs_c, Lambda);
@@ -132,7 +133,7 @@ void bias_forward(F* bias, const PositionalTensors<const F*>& p, const BiasSpec&
     }
     case PeKind::t5: {
       const F scale = std::sqrt(F(s.HS));
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (cpu::worth_parallel(size_t(T) * T * NH))
       for (int i = 0; i < T; ++i)
         for (int j = 0; j < key_end(i, T, s.causal); ++j) {
           const int bucket = t5_bucket(i - j, s.causal);
@@ -156,7 +157,7 @@ void bias_backward(const PositionalTensors<F*>& g, const F* G, const PositionalT
       // Row buffer: [dp_left, da_left, dp_right, da_right], each NH.
       const int width = 4 * NH;
       std::vector<F> rows(size_t(T) * width, F(0));
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (cpu::worth_parallel(size_t(T) * T * NH))
       for (int i = 0; i < T; ++i) {
         F* acc = rows.data() + size_t(i) * width;
         for (int j = 0; j < key_end(i, T, s.causal); ++j) {
@@ -195,7 +196,7 @@ void bias_backward(const PositionalTensors<F*>& g, const F* G, const PositionalT
       std::vector<F> rows(size_t(T) * width, F(0));
       const F c = *p.fire_c, lambda = *p.fire_lambda;
       const F abs_c = std::abs(c), Lambda = std::abs(lambda * F(s.fire_L0));
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (cpu::worth_parallel(size_t(T) * T * NH))
       for (int i = 0; i < T; ++i) {
         F* acc = rows.data() + size_t(i) * width;
         std::vector<F> y(DF), gamma(DF);
@@ -257,7 +258,7 @@ void bias_backward(const PositionalTensors<F*>& g, const F* G, const PositionalT
       const int width = kT5Buckets * NH;
       std::vector<F> rows(size_t(T) * width, F(0));
       const F scale = std::sqrt(F(s.HS));
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (cpu::worth_parallel(size_t(T) * T * NH))
       for (int i = 0; i < T; ++i) {
         F* acc = rows.data() + size_t(i) * width;
         for (int j = 0; j < key_end(i, T, s.causal); ++j) {
@@ -287,7 +288,7 @@ void rope_rotate(F* x, int BH, int T, int HS, int direction) {
       cosines[size_t(t) * half + m] = F(std::cos(angle));
       sines[size_t(t) * half + m] = F(direction * std::sin(angle));
     }
-#pragma omp parallel for collapse(2) schedule(static)
+#pragma omp parallel for collapse(2) schedule(static) if (cpu::worth_parallel(size_t(BH) * T * HS))
   for (int bh = 0; bh < BH; ++bh)
     for (int t = 0; t < T; ++t) {
       F* row = x + (size_t(bh) * T + t) * HS;

@@ -67,8 +67,9 @@ class ScratchTest : public ::testing::Test {
   // Runs `dape ARGS` (ARGS already shell-quoted) in cwd(); stdout and stderr go to files beside it.
   DapeRun dape(const std::string& args) const {
     fs::path out = dir_ / "stdout.txt", err = dir_ / "stderr.txt";
-    std::string command = "cd " + quote(cwd().string()) + " && " + quote(kDape) + " " + args + " > " +
-                          quote(out.string()) + " 2> " + quote(err.string());
+    std::string command = "cd " + quote(cwd().string()) + " && OMP_NUM_THREADS=" + std::to_string(threads) +
+                          " " + quote(kDape) + " " + args + " > " + quote(out.string()) + " 2> " +
+                          quote(err.string());
     int status = std::system(command.c_str());
     DapeRun run;
     run.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
@@ -76,6 +77,9 @@ class ScratchTest : public ::testing::Test {
     run.err = read_text(err);
     return run;
   }
+
+  // OpenMP threads of the runs. One by default: the models are tiny, and ctest runs two tests at once.
+  int threads = 1;
 
   // `dape train CONFIG --run-dir RUN --set ...` with the given overrides.
   DapeRun train(const std::string& config, const fs::path& run_dir,
@@ -93,9 +97,9 @@ class ScratchTest : public ::testing::Test {
 inline std::vector<std::string> metrics_without_timing(const fs::path& path) {
   static const std::regex timing(R"re(,"(tokens_per_s|elapsed_s)":[^,}]*)re");
   std::vector<std::string> lines;
-std::istringstream in(read_text(path));
-for (std::string line; std::getline(in, line);) lines.push_back(std::regex_replace(line, timing, ""));
-return lines;
+  std::istringstream in(read_text(path));
+  for (std::string line; std::getline(in, line);) lines.push_back(std::regex_replace(line, timing, ""));
+  return lines;
 }
 
 }  // namespace dape::launcher::testing

@@ -31,7 +31,7 @@ const std::vector<BadConfig> kBadConfigs = {
     {"zero_seq_len", {"train.seq_len=0"}, "", {"train.seq_len = 0", "positive integer"}},
     {"negative_lr", {"train.lr=-1"}, "", {"train.lr = -1", "positive"}},
     {"min_lr_above_lr", {"train.min_lr=0.01"}, "", {"train.min_lr = 0.01", "min_lr <= train.lr (0.001)"}},
-    {"warmup_beyond_steps", {"train.steps=5"}, "", {"train.warmup_steps = 10", "train.steps (5)"}},
+    {"negative_warmup", {"train.warmup_steps=-1"}, "", {"train.warmup_steps = -1", ">= 0"}},
     {"unknown_pe", {"model.pe=rotary"}, "", {"model.pe", "rotary", "dape-kerple"}},
     {"unknown_activation", {"model.dape.activation=tanh"}, "", {"model.dape.activation", "tanh", "gelu"}},
     {"missing_train_file", {"data.train=missing.txt"}, "", {"data.train = ", "missing.txt", "not found"}},
