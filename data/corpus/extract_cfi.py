@@ -4,7 +4,7 @@
 Usage: extract_cfi.py SOURCE OUT_DIR
   SOURCE   the package file (cfi-en_3.0-10.2_all.deb) or a directory it was extracted into
            (dpkg-deb -x cfi-en_*.deb DIR)
-  OUT_DIR  receives cfi-en.txt (the whole book), cfi-en.train.txt and cfi-en.val.txt
+  OUT_DIR  receives cfi-en.train.txt and cfi-en.val.txt (together, the whole book)
 
 HTML to text follows the rules of DATA.md section 2.3: <head>, <script>, <style>, <nav> dropped;
 a newline at block elements; whitespace collapsed outside <pre>; entities decoded; three or more
@@ -130,7 +130,7 @@ def main():
         text = extract(root)
     train, val = split(text)
     os.makedirs(out_dir, exist_ok=True)
-    for name, body in [("cfi-en.txt", text), ("cfi-en.train.txt", train), ("cfi-en.val.txt", val)]:
+    for name, body in [("cfi-en.train.txt", train), ("cfi-en.val.txt", val)]:
         with open(os.path.join(out_dir, name), "w", encoding="utf-8", newline="\n") as f:
             f.write(body)
         print(f"{name}: {len(body.encode('utf-8'))} bytes, {len(body)} characters")

@@ -118,13 +118,10 @@ TEST(TokenizeFile, MissingFileNamesThePath) {
 TEST(TokenizeFile, BundledCorpusIsPresent) {
   ByteTokenizer tokenizer;
   const std::string dir = std::string(DAPE_SOURCE_DIR) + "/data/corpus/";
-  const auto whole = tokenize_file(dir + "cfi-en.txt", tokenizer);
   const auto train = tokenize_file(dir + "cfi-en.train.txt", tokenizer);
   const auto val = tokenize_file(dir + "cfi-en.val.txt", tokenizer);
-  EXPECT_EQ(whole.size(), 531725u);
-  ASSERT_EQ(train.size() + val.size(), whole.size());
-  EXPECT_TRUE(std::equal(train.begin(), train.end(), whole.begin()));
-  EXPECT_TRUE(std::equal(val.begin(), val.end(), whole.begin() + static_cast<ptrdiff_t>(train.size())));
+  EXPECT_EQ(train.size(), 505266u);
+  EXPECT_EQ(val.size(), 26459u);
 }
 
 TEST(TokenWindows, WindowContentsAndSharedBoundary) {
