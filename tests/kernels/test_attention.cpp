@@ -41,28 +41,6 @@ constexpr double kFdEps = 1e-4;
 // (which moves them by at most 2 kFdEps times an O(1) sensitivity) crosses the kink.
 constexpr double kKinkMargin = 1e-3;
 
-// Fourth-order central differences (Richardson extrapolation of two central steps, h and 2h): truncation
-// h^4 f^(5) / 30, round-off about 1.5 e_L / h for a loss computed to e_L. Some parameter gradients (the
-// FIRE scalars c and lambda, seen only through the DAPE MLP under concat) are ~1e-5 of the largest;
-// the round-off of a plain central difference (~1e-9 at its best step) cannot resolve them to 1e-6 of
-// their own scale, this one can.
-testing::GradCheckResult check_gradient_fourth_order(const std::function<double()>& loss, double* x, size_t n,
-                                                     const double* analytic, double h) {
-  double max_abs = 0, max_ref = 0;
-  for (size_t i = 0; i < n; ++i) {
-    const double saved = x[i];
-    auto at = [&](double step) {
-      x[i] = saved + step;
-      return loss();
-    };
-    const double numeric = (8 * (at(h) - at(-h)) - (at(2 * h) - at(-2 * h))) / (12 * h);
-    x[i] = saved;
-    max_abs = std::max(max_abs, std::abs(analytic[i] - numeric));
-    max_ref = std::max(max_ref, std::abs(numeric));
-  }
-  return {max_abs, max_ref, max_abs / std::max(max_ref, 1e-300)};
-}
-
 // Checks d loss / d x for every tensor x of p against `analytic`; asserts each tensor's relative error
 // (testing::relative_error, with the largest gradient as model scale for true-zero gradients) < 1e-6.
 // Returns the worst error and names its tensor.
@@ -72,7 +50,7 @@ double check_all_gradients(const std::function<double()>& loss, Tensors<double>&
   std::map<std::string, testing::GradCheckResult> results;
   double model_max = 0, worst = 0;
   for (auto& [name, x] : p) {
-    results[name] = check_gradient_fourth_order(loss, x.data(), x.size(), analytic.at(name).data(), kFdEps);
+    results[name] = testing::check_gradient(loss, x.data(), x.size(), analytic.at(name).data(), kFdEps);
     model_max = std::max(model_max, results[name].max_ref);
   }
   for (const auto& [name, r] : results) {
@@ -97,11 +75,6 @@ Tensors<F> convert(const Tensors<double>& t) {
   Tensors<F> r;
   for (const auto& [name, v] : t) r[name] = std::vector<F>(v.begin(), v.end());
   return r;
-}
-
-template <typename F>
-Vec to_double(const std::vector<F>& v) {
-  return Vec(v.begin(), v.end());
 }
 
 template <typename F>
@@ -618,7 +591,8 @@ TEST(PositionalBias, BackwardMatchesFiniteDifferences) {
           for (size_t e = 0; e < g.size(); ++e)
             EXPECT_NEAR(shifted[name][e], g[e] + 0.5, 1e-13 * std::max(1.0, max_abs(g)))
                 << name << ": bias_backward must accumulate";
-        const std::string label = std::string(name_of(kind)) + (causal ? " causal " : " bidirectional ") + name_of(act);
+        const std::string label =
+            std::string(name_of(kind)) + (causal ? " causal " : " bidirectional ") + name_of(act);
         std::string tensor;
         const double worst = check_all_gradients(loss, p, grads, label, &tensor);
         std::printf("bias_backward %-30s max rel error %.2e (%s)\n", label.c_str(), worst, tensor.c_str());
@@ -709,7 +683,7 @@ TEST(Rope, NoMaximumLengthAndNormsPreserved) {
   std::vector<float> rf(x.begin(), x.end());
   rope_forward(rf.data(), BH, T, HS);
   ASSERT_TRUE(all_finite(rx));
-  ASSERT_TRUE(all_finite(to_double(rf)));
+  ASSERT_TRUE(all_finite(Vec(rf.begin(), rf.end())));
   double worst_norm = 0, worst_norm_f = 0;
   for (size_t row = 0; row < size_t(BH) * T; ++row)
     for (int m = 0; m < half; ++m) {
@@ -803,55 +777,51 @@ Tensors<double> restrict_to(const AttentionSpec& s, const Tensors<double>& p) {
   return kept;
 }
 
-TEST(DapeResidualIdentities, ZeroOutputLayerGivesTheBaselineExactly) {
+// Every DAPE form (for activation act) paired with the attention it reduces to when the MLP output is a
+// constant: X itself for the residual forms, NoPE for concat (logits s + f).
+std::vector<std::pair<AttentionSpec, AttentionSpec>> dape_and_baselines(Activation act) {
+  std::vector<std::pair<AttentionSpec, AttentionSpec>> pairs;
   for (bool causal : {true, false})
-    for (PeKind pe : {PeKind::none, PeKind::rope, PeKind::alibi, PeKind::kerple, PeKind::fire, PeKind::t5}) {
-      const std::vector<DapeMode> modes =
-          has_bias(pe)
-              ? std::vector<DapeMode>{DapeMode::concat_residual, DapeMode::add_residual, DapeMode::concat}
-              : std::vector<DapeMode>{DapeMode::scores_only};
-      for (DapeMode mode : modes) {
-        const AttentionSpec s = tiny_spec(pe, mode, causal);
-        Tensors<double> p = draw_parameters(s, 31);
-        std::fill(p["dape_fc2_weight"].begin(), p["dape_fc2_weight"].end(), 0.0);
-        std::fill(p["dape_fc2_bias"].begin(), p["dape_fc2_bias"].end(), 0.0);
-        // DAPE-FIRE's inner MLP is LeakyReLU, FIRE's is ReLU (§4.2): they agree only on inputs >= 0.
-        for (const char* name :
-             {"fire_fc1_weight", "fire_fc1_bias", "fire_fc1_weight_right", "fire_fc1_bias_right"})
-          if (p.count(name))
-            for (double& w : p[name]) w = std::abs(w);
-        // Concat drops the residual beta, so with f = 0 it is NoPE (logits = s).
-        const AttentionSpec base =
-            tiny_spec(mode == DapeMode::concat ? PeKind::none : pe, DapeMode::off, causal);
-        EXPECT_TRUE(forward_out(s, p) == forward_out(base, restrict_to(base, p))) << describe(s);
+    for (PeKind pe : {PeKind::none, PeKind::rope, PeKind::alibi, PeKind::kerple, PeKind::fire, PeKind::t5})
+      for (DapeMode mode :
+           {DapeMode::concat_residual, DapeMode::add_residual, DapeMode::concat, DapeMode::scores_only}) {
+        if (has_bias(pe) == (mode == DapeMode::scores_only)) continue;
+        const PeKind base = mode == DapeMode::concat ? PeKind::none : pe;
+        pairs.emplace_back(tiny_spec(pe, mode, causal, act), tiny_spec(base, DapeMode::off, causal));
       }
-    }
+  return pairs;
 }
 
+// DAPE-FIRE's inner MLP is LeakyReLU, FIRE's ReLU (§4.2): they agree only where its inputs are >= 0.
+void make_fire_inputs_nonnegative(Tensors<double>& p) {
+  for (const char* name :
+       {"fire_fc1_weight", "fire_fc1_bias", "fire_fc1_weight_right", "fire_fc1_bias_right"})
+    if (p.count(name))
+      for (double& w : p[name]) w = std::abs(w);
+}
+
+TEST(DapeResidualIdentities, ZeroOutputLayerGivesTheBaselineExactly) {
+  for (const auto& [s, base] : dape_and_baselines(Activation::leaky_relu)) {
+    Tensors<double> p = draw_parameters(s, 31);
+    std::fill(p["dape_fc2_weight"].begin(), p["dape_fc2_weight"].end(), 0.0);
+    std::fill(p["dape_fc2_bias"].begin(), p["dape_fc2_bias"].end(), 0.0);
+    make_fire_inputs_nonnegative(p);
+    EXPECT_TRUE(forward_out(s, p) == forward_out(base, restrict_to(base, p))) << describe(s);
+  }
+}
+
+// With W1 = 0 the MLP output is the constant W2 act(c1) + c2 per head, which cancels in the softmax.
 TEST(DapeResidualIdentities, ZeroInputLayerCancelsInTheSoftmax) {
   double worst = 0;
-  for (bool causal : {true, false})
-    for (PeKind pe : {PeKind::none, PeKind::rope, PeKind::alibi, PeKind::kerple, PeKind::fire, PeKind::t5}) {
-      const std::vector<DapeMode> modes =
-          has_bias(pe)
-              ? std::vector<DapeMode>{DapeMode::concat_residual, DapeMode::add_residual, DapeMode::concat}
-              : std::vector<DapeMode>{DapeMode::scores_only};
-      for (DapeMode mode : modes)
-        for (Activation act : {Activation::leaky_relu, Activation::relu, Activation::gelu}) {
-          const AttentionSpec s = tiny_spec(pe, mode, causal, act);
-          Tensors<double> p = draw_parameters(s, 37);
-          std::fill(p["dape_fc1_weight"].begin(), p["dape_fc1_weight"].end(), 0.0);
-          for (const char* name :
-               {"fire_fc1_weight", "fire_fc1_bias", "fire_fc1_weight_right", "fire_fc1_bias_right"})
-            if (p.count(name))
-              for (double& w : p[name]) w = std::abs(w);
-          const AttentionSpec base =
-              tiny_spec(mode == DapeMode::concat ? PeKind::none : pe, DapeMode::off, causal);
-          const Vec want = forward_out(base, restrict_to(base, p));
-          const double err = max_abs_diff(forward_out(s, p), want) / max_abs(want);
-          EXPECT_LT(err, 1e-13) << describe(s);
-          worst = std::max(worst, err);
-        }
+  for (Activation act : {Activation::leaky_relu, Activation::relu, Activation::gelu})
+    for (const auto& [s, base] : dape_and_baselines(act)) {
+      Tensors<double> p = draw_parameters(s, 37);
+      std::fill(p["dape_fc1_weight"].begin(), p["dape_fc1_weight"].end(), 0.0);
+      make_fire_inputs_nonnegative(p);
+      const Vec want = forward_out(base, restrict_to(base, p));
+      const double err = max_abs_diff(forward_out(s, p), want) / max_abs(want);
+      EXPECT_LT(err, 1e-13) << describe(s);
+      worst = std::max(worst, err);
     }
   std::printf("W1 = 0: worst relative difference to the baseline %.2e\n", worst);
 }
