@@ -48,7 +48,8 @@ Result measure_dape(const RunConfig& run, int steps) {
   dape::model::GPT<float> gpt(run.model);
   gpt.init_parameters(run.train.seed);
   gpt.allocate(B, T);
-  dape::model::AdamWConfig adamw_config{run.train.beta1, run.train.beta2, run.train.eps, run.train.weight_decay};
+  dape::model::AdamWConfig adamw_config{run.train.beta1, run.train.beta2, run.train.eps,
+                                        run.train.weight_decay};
   dape::model::AdamW<float> adamw(gpt.parameter_table(), adamw_config);
   dape::Rng rng(run.train.seed, "bench");
   std::vector<int32_t> inputs(size_t(B) * T), targets(size_t(B) * T);
@@ -72,16 +73,16 @@ Result measure_dape(const RunConfig& run, int steps) {
 
 Result measure_torch(const RunConfig& run, int steps, int threads) {
   const auto& m = run.model;
-  if (m.pe != dape::model::PositionalEncoding::dape_kerple && m.pe != dape::model::PositionalEncoding::kerple &&
-      m.pe != dape::model::PositionalEncoding::nope)
+  if (m.pe != dape::model::PositionalEncoding::dape_kerple &&
+      m.pe != dape::model::PositionalEncoding::kerple && m.pe != dape::model::PositionalEncoding::nope)
     throw std::runtime_error("torch_cpu_ref.py implements nope, kerple and dape-kerple only");
-  const std::string cmd = "/usr/bin/python3 " + std::string(DAPE_SOURCE_DIR) + "/bench/torch_cpu_ref.py" +
-                          " --layers " + std::to_string(m.n_layers) + " --d-model " + std::to_string(m.d_model) +
-                          " --heads " + std::to_string(m.n_heads) + " --vocab " + std::to_string(m.vocab_size) +
-                          " --pe " + dape::model::to_string(m.pe) + " --dape-width " + std::to_string(m.dape.width) +
-                          " --batch " + std::to_string(run.train.micro_batch) + " --seq-len " +
-                          std::to_string(run.train.seq_len) + " --steps " + std::to_string(steps) + " --threads " +
-                          std::to_string(threads);
+  const std::string cmd =
+      "/usr/bin/python3 " + std::string(DAPE_SOURCE_DIR) + "/bench/torch_cpu_ref.py" + " --layers " +
+      std::to_string(m.n_layers) + " --d-model " + std::to_string(m.d_model) + " --heads " +
+      std::to_string(m.n_heads) + " --vocab " + std::to_string(m.vocab_size) + " --pe " +
+      dape::model::to_string(m.pe) + " --dape-width " + std::to_string(m.dape.width) + " --batch " +
+      std::to_string(run.train.micro_batch) + " --seq-len " + std::to_string(run.train.seq_len) +
+      " --steps " + std::to_string(steps) + " --threads " + std::to_string(threads);
   FILE* pipe = popen(cmd.c_str(), "r");
   if (!pipe) throw std::runtime_error("cannot run " + cmd);
   std::string output;
@@ -138,22 +139,25 @@ int main(int argc, char** argv) {
   std::vector<Case> cases;
   cases.push_back({"tiny", dape::launcher::load_config(configs + "tiny.yaml", {})});
   if (!skip_125m)
-    cases.push_back({"125m T=128", dape::launcher::load_config(configs + "125m.yaml",
-                                                               {"train.seq_len=128", "train.micro_batch=2"})});
+    cases.push_back({"125m T=128", dape::launcher::load_config(
+                                       configs + "125m.yaml", {"train.seq_len=128", "train.micro_batch=2"})});
 
   std::printf("threads %d, %d timed steps, median step\n", threads, steps);
-  std::printf("%-12s %-12s %6s %10s %12s %10s | %10s %10s | %s\n", "case", "pe", "BxT", "params", "dape tok/s",
-              "step ms", "torch tok/s", "step ms", "dape/torch  (peak RSS MB: dape, torch)");
+  std::printf("%-12s %-12s %6s %10s %12s %10s | %10s %10s | %s\n", "case", "pe", "BxT", "params",
+              "dape tok/s", "step ms", "torch tok/s", "step ms", "dape/torch  (peak RSS MB: dape, torch)");
   for (const Case& c : cases) {
     const size_t params = dape::model::build_parameter_table(c.config.model).back().offset +
                           dape::model::build_parameter_table(c.config.model).back().numel;
     const Result ours = in_child([&] { return measure_dape(c.config, steps); });
-    const Result ref = skip_torch ? Result{} : in_child([&] { return measure_torch(c.config, steps, threads); });
-    const std::string shape = std::to_string(c.config.train.micro_batch) + "x" + std::to_string(c.config.train.seq_len);
+    const Result ref =
+        skip_torch ? Result{} : in_child([&] { return measure_torch(c.config, steps, threads); });
+    const std::string shape =
+        std::to_string(c.config.train.micro_batch) + "x" + std::to_string(c.config.train.seq_len);
     std::printf("%-12s %-12s %6s %10zu %12.0f %10.1f | %10.0f %10.1f | %.2fx  (%.0f, %.0f)\n", c.name.c_str(),
                 dape::model::to_string(c.config.model.pe).c_str(), shape.c_str(), params, ours.tokens_per_s,
-                ours.step_ms, ref.tokens_per_s, ref.step_ms, ref.tokens_per_s > 0 ? ours.tokens_per_s / ref.tokens_per_s : 0.0,
-                ours.peak_rss_mb, ref.peak_rss_mb);
+                ours.step_ms, ref.tokens_per_s, ref.step_ms,
+                ref.tokens_per_s > 0 ? ours.tokens_per_s / ref.tokens_per_s : 0.0, ours.peak_rss_mb,
+                ref.peak_rss_mb);
     std::fflush(stdout);
   }
   return 0;

@@ -61,6 +61,14 @@ void attention_forward(F* out, const AttentionSaved<F>& saved, const F* qkv,
                        const PositionalTensors<const F*>& pe, const DapeTensors<const F*>& dape,
                        const AttentionSpec& spec);
 
+// attention_forward_inference: the same out (B,T,C) as attention_forward, without saving anything for a
+// backward: queries are processed in blocks of query_block rows, so memory is O(B NH T HS + NH query_block T)
+// instead of O(B NH T^2). For evaluation at long lengths.
+template <typename F>
+void attention_forward_inference(F* out, const F* qkv, const PositionalTensors<const F*>& pe,
+                                 const DapeTensors<const F*>& dape, const AttentionSpec& spec,
+                                 int query_block);
+
 // attention_backward: dqkv (B,T,3C) written (=); positional and DAPE parameter gradients +=.
 template <typename F>
 void attention_backward(F* dqkv, const PositionalTensors<F*>& dpe, const DapeTensors<F*>& ddape,

@@ -25,7 +25,7 @@ class ConfigError : public Error {
 }  // namespace dape
 
 // For states no input can reach. Stays on in release builds.
-#define DAPE_ASSERT(cond) \
-  do {                    \
+#define DAPE_ASSERT(cond)                                           \
+  do {                                                              \
     if (!(cond)) ::dape::internal_error(#cond, __FILE__, __LINE__); \
   } while (0)

@@ -30,7 +30,7 @@ struct PositionalTensors {
   P fire_fc2_weight = nullptr, fire_fc2_bias = nullptr;  // (NH,DF), (NH)
   P fire_fc1_weight_right = nullptr, fire_fc1_bias_right = nullptr;  // bidirectional only
   P fire_fc2_weight_right = nullptr, fire_fc2_bias_right = nullptr;  // bidirectional only
-  P t5_table = nullptr;                                  // (32,NH), shared by all layers
+  P t5_table = nullptr;                                              // (32,NH), shared by all layers
 };
 
 // What defines one bias computation besides its parameters.
@@ -38,8 +38,8 @@ struct BiasSpec {
   PeKind kind = PeKind::none;  // alibi, kerple, fire or t5
   int NH = 0, T = 0, HS = 0;   // HS scales T5 by sqrt(HS)
   bool causal = true;
-  int fire_width = 32;         // DF
-  double fire_L0 = 64;         // FIRE base threshold, fixed
+  int fire_width = 32;                            // DF
+  double fire_L0 = 64;                            // FIRE base threshold, fixed
   Activation fire_activation = Activation::relu;  // leaky_relu inside DAPE-FIRE
 };
 
@@ -51,6 +51,11 @@ int t5_bucket(int n, bool causal);
 // bias_forward: bias (NH,T,T) written with beta_h(i,j) of spec.kind.
 template <typename F>
 void bias_forward(F* bias, const PositionalTensors<const F*>& params, const BiasSpec& spec);
+// bias_forward_rows: the query rows [row_begin, row_end) of the same bias, as (NH, row_end - row_begin, T).
+// Lets long-sequence evaluation build the bias one block of queries at a time.
+template <typename F>
+void bias_forward_rows(F* bias, const PositionalTensors<const F*>& params, const BiasSpec& spec,
+                       int row_begin, int row_end);
 // bias_backward: given G (NH,T,T) = dLoss/dbias summed over the batch, accumulates (+=) into the
 // parameter gradients of spec.kind. Kerple's gradient is taken at the clamped values and passes
 // straight through to the raw ones (DAPE-SPEC §3.4).

@@ -57,9 +57,15 @@ void require(bool ok, const std::string& key, long long value, const std::string
 
 }  // namespace
 
-std::string to_string(PositionalEncoding pe) { return name_of(kPeNames, pe); }
-std::string to_string(DapeVariant variant) { return name_of(kVariantNames, variant); }
-std::string to_string(kernels::Activation activation) { return name_of(kActivationNames, activation); }
+std::string to_string(PositionalEncoding pe) {
+  return name_of(kPeNames, pe);
+}
+std::string to_string(DapeVariant variant) {
+  return name_of(kVariantNames, variant);
+}
+std::string to_string(kernels::Activation activation) {
+  return name_of(kActivationNames, activation);
+}
 
 PositionalEncoding parse_positional_encoding(const std::string& value, const std::string& key) {
   return parse_name(kPeNames, value, key);
@@ -79,15 +85,21 @@ bool ModelConfig::is_dape() const {
 kernels::PeKind ModelConfig::base_pe() const {
   switch (pe) {
     case PositionalEncoding::nope:
-    case PositionalEncoding::dape_nope: return kernels::PeKind::none;
-    case PositionalEncoding::rope: return kernels::PeKind::rope;
+    case PositionalEncoding::dape_nope:
+      return kernels::PeKind::none;
+    case PositionalEncoding::rope:
+      return kernels::PeKind::rope;
     case PositionalEncoding::alibi:
-    case PositionalEncoding::dape_alibi: return kernels::PeKind::alibi;
+    case PositionalEncoding::dape_alibi:
+      return kernels::PeKind::alibi;
     case PositionalEncoding::kerple:
-    case PositionalEncoding::dape_kerple: return kernels::PeKind::kerple;
+    case PositionalEncoding::dape_kerple:
+      return kernels::PeKind::kerple;
     case PositionalEncoding::fire:
-    case PositionalEncoding::dape_fire: return kernels::PeKind::fire;
-    case PositionalEncoding::t5: return kernels::PeKind::t5;
+    case PositionalEncoding::dape_fire:
+      return kernels::PeKind::fire;
+    case PositionalEncoding::t5:
+      return kernels::PeKind::t5;
   }
   DAPE_ASSERT(false);
 }
@@ -96,9 +108,12 @@ kernels::DapeMode ModelConfig::dape_mode() const {
   if (!is_dape()) return kernels::DapeMode::off;
   if (pe == PositionalEncoding::dape_nope) return kernels::DapeMode::scores_only;
   switch (dape.variant) {
-    case DapeVariant::concat_residual: return kernels::DapeMode::concat_residual;
-    case DapeVariant::concat: return kernels::DapeMode::concat;
-    case DapeVariant::add_residual: return kernels::DapeMode::add_residual;
+    case DapeVariant::concat_residual:
+      return kernels::DapeMode::concat_residual;
+    case DapeVariant::concat:
+      return kernels::DapeMode::concat;
+    case DapeVariant::add_residual:
+      return kernels::DapeMode::add_residual;
   }
   DAPE_ASSERT(false);
 }
@@ -129,7 +144,8 @@ std::string to_json(const ModelConfig& c) {
       {"pe", to_string(c.pe)},
       {"causal", c.causal},
       {"dape",
-       {{"variant", to_string(c.dape.variant)}, {"width", c.dape.width},
+       {{"variant", to_string(c.dape.variant)},
+        {"width", c.dape.width},
         {"activation", to_string(c.dape.activation)}}},
       {"fire", {{"width", c.fire.width}, {"L0", c.fire.L0}}},
   };

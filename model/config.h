@@ -8,7 +8,18 @@
 namespace dape::model {
 
 // model.pe: the attention core.
-enum class PositionalEncoding { nope, rope, alibi, kerple, fire, t5, dape_nope, dape_alibi, dape_kerple, dape_fire };
+enum class PositionalEncoding {
+  nope,
+  rope,
+  alibi,
+  kerple,
+  fire,
+  t5,
+  dape_nope,
+  dape_alibi,
+  dape_kerple,
+  dape_fire
+};
 // model.dape.variant (DAPE-SPEC §4.3).
 enum class DapeVariant { concat_residual, concat, add_residual };
 
@@ -47,7 +58,8 @@ std::string to_string(kernels::Activation activation);
 // Parse a name; throw ConfigError naming `key`, the value and the accepted names when it is unknown.
 PositionalEncoding parse_positional_encoding(const std::string& value, const std::string& key = "model.pe");
 DapeVariant parse_dape_variant(const std::string& value, const std::string& key = "model.dape.variant");
-kernels::Activation parse_activation(const std::string& value, const std::string& key = "model.dape.activation");
+kernels::Activation parse_activation(const std::string& value,
+                                     const std::string& key = "model.dape.activation");
 
 // Throws ConfigError naming the key, the value and what is expected (d_model % n_heads, positive sizes, ...).
 void validate(const ModelConfig& config);

@@ -26,13 +26,13 @@ struct LayerTensors {
 template <typename F>
 struct LayerActivations {
   F *ln1, *ln1_mean, *ln1_rstd;  // (B,T,C), (B,T), (B,T)
-  F* qkv;                         // (B,T,3C)
-  k::AttentionSaved<F> attn;      // q, k, v (B,NH,T,HS); scores, probs (B,NH,T,T); bias (NH,T,T)
-  F* atty;                        // (B,T,C) attention output before the projection
-  F* residual2;                   // (B,T,C) after the attention residual
+  F* qkv;                        // (B,T,3C)
+  k::AttentionSaved<F> attn;     // q, k, v (B,NH,T,HS); scores, probs (B,NH,T,T); bias (NH,T,T)
+  F* atty;                       // (B,T,C) attention output before the projection
+  F* residual2;                  // (B,T,C) after the attention residual
   F *ln2, *ln2_mean, *ln2_rstd;
-  F *fch, *fch_gelu;              // (B,T,4C)
-  F* residual3;                   // (B,T,C) the layer's output
+  F *fch, *fch_gelu;  // (B,T,4C)
+  F* residual3;       // (B,T,C) the layer's output
 };
 
 }  // namespace
@@ -47,6 +47,7 @@ struct GPT<F>::State {
   int B = 0, T = 0;  // current batch shape
   int arena_B = 0, arena_T = 0;
   std::vector<F> arena;
+  std::vector<F> eval_buffer;  // evaluate()'s activations, O(B T C)
   std::vector<int32_t> inputs, targets;
   bool have_targets = false;
 
@@ -193,9 +194,15 @@ void GPT<F>::init_parameters(uint64_t seed) {
     F* x = state_->params.data() + p.offset;
     for (size_t i = 0; i < p.numel; ++i) {
       switch (p.init) {
-        case Init::normal: x[i] = F(p.a * rng.normal()); break;
-        case Init::uniform: x[i] = F(rng.uniform(p.a, p.b)); break;
-        case Init::constant: x[i] = F(p.a); break;
+        case Init::normal:
+          x[i] = F(p.a * rng.normal());
+          break;
+        case Init::uniform:
+          x[i] = F(rng.uniform(p.a, p.b));
+          break;
+        case Init::constant:
+          x[i] = F(p.a);
+          break;
       }
     }
   }
@@ -220,17 +227,25 @@ size_t GPT<F>::arena_bytes() const {
   return state_->arena.size() * sizeof(F);
 }
 
+namespace {
+
+void check_token_ids(const int32_t* inputs, const int32_t* targets, int N, int V) {
+  for (int n = 0; n < N; ++n) {
+    if (inputs[n] < 0 || inputs[n] >= V || (targets && (targets[n] < 0 || targets[n] >= V)))
+      throw Error("token id out of range [0, " + std::to_string(V) + ") at position " + std::to_string(n) +
+                  "; the data's vocabulary does not fit model.vocab_size");
+  }
+}
+
+}  // namespace
+
 template <typename F>
 F GPT<F>::forward(const int32_t* inputs, const int32_t* targets, int B, int T) {
   auto& s = *state_;
   if (B > s.arena_B || T > s.arena_T || B != s.B || T != s.T) allocate(B, T);
   const int C = s.config.d_model, V = s.config.vocab_size, L = s.config.n_layers;
   const int N = B * T;
-  for (int n = 0; n < N; ++n) {
-    if (inputs[n] < 0 || inputs[n] >= V || (targets && (targets[n] < 0 || targets[n] >= V)))
-      throw Error("token id out of range [0, " + std::to_string(V) + ") at position " + std::to_string(n) +
-                  "; the data's vocabulary does not fit model.vocab_size");
-  }
+  check_token_ids(inputs, targets, N, V);
   std::copy(inputs, inputs + N, s.inputs.begin());
   s.have_targets = targets != nullptr;
   if (targets) std::copy(targets, targets + N, s.targets.begin());
@@ -256,7 +271,8 @@ F GPT<F>::forward(const int32_t* inputs, const int32_t* targets, int B, int T) {
   }
   k::layernorm_forward(s.lnf, s.lnf_mean, s.lnf_rstd, residual, s.find(s.params, "ln_f.weight"),
                        s.find(s.params, "ln_f.bias"), N, C);
-  k::matmul_forward(s.logits, s.lnf, s.find(s.params, "head.weight"), static_cast<const F*>(nullptr), N, C, V);
+  k::matmul_forward(s.logits, s.lnf, s.find(s.params, "head.weight"), static_cast<const F*>(nullptr), N, C,
+                    V);
   if (!targets) return F(0);
   k::crossentropy_forward(s.losses, s.logits, s.targets.data(), N, V);
   double sum = 0;
@@ -271,6 +287,56 @@ const F* GPT<F>::position_losses() const {
 template <typename F>
 const F* GPT<F>::logits() const {
   return state_->logits;
+}
+
+template <typename F>
+F GPT<F>::evaluate(const int32_t* inputs, const int32_t* targets, int B, int T, F* position_losses) {
+  auto& s = *state_;
+  const int C = s.config.d_model, V = s.config.vocab_size, L = s.config.n_layers;
+  const int N = B * T;
+  check_token_ids(inputs, targets, N, V);
+  // Query blocks of the attention and row blocks of the head, each about 2^22 values.
+  const int query_block = std::max(1, int((size_t(1) << 22) / (size_t(s.config.n_heads) * T)));
+  const int head_rows = std::max(1, int((size_t(1) << 22) / V));
+  const size_t NC = size_t(N) * C;
+  s.eval_buffer.resize(NC * 8 + 2 * size_t(N) + size_t(head_rows) * V);
+  F* residual = s.eval_buffer.data();  // (N,C) the residual stream
+  F* ln = residual + NC;               // (N,C)
+  F* atty = ln + NC;                   // (N,C)
+  F* qkv = atty + NC;                  // (N,3C)
+  F* fch = qkv + 3 * NC;               // (N,4C) shares the qkv space: qkv is dead once attention ran
+  F* mean = qkv + 4 * NC;              // (N)
+  F* rstd = mean + N;                  // (N)
+  F* logits = rstd + N;                // (head_rows, V)
+  std::vector<int32_t> tokens(inputs, inputs + N);
+
+  k::AttentionSpec spec = s.attention_spec();
+  spec.B = B, spec.T = T;
+  k::encoder_forward(residual, tokens.data(), s.find(s.params, "embed.weight"), N, C);
+  for (int l = 0; l < L; ++l) {
+    const LayerTensors<const F*> w = s.template layer_tensors<const F*>(s.params, l);
+    k::layernorm_forward(ln, mean, rstd, residual, w.ln1_weight, w.ln1_bias, N, C);
+    k::matmul_forward(qkv, ln, w.qkv_weight, w.qkv_bias, N, C, 3 * C);
+    k::attention_forward_inference(atty, qkv, w.pe, w.dape, spec, query_block);
+    k::matmul_forward(ln, atty, w.proj_weight, w.proj_bias, N, C, C);
+    k::residual_forward(residual, residual, ln, NC);
+    k::layernorm_forward(ln, mean, rstd, residual, w.ln2_weight, w.ln2_bias, N, C);
+    k::matmul_forward(fch, ln, w.fc_weight, w.fc_bias, N, C, 4 * C);
+    k::gelu_forward(fch, fch, NC * 4);
+    k::matmul_forward(ln, fch, w.fcproj_weight, w.fcproj_bias, N, 4 * C, C);
+    k::residual_forward(residual, residual, ln, NC);
+  }
+  k::layernorm_forward(ln, mean, rstd, residual, s.find(s.params, "ln_f.weight"),
+                       s.find(s.params, "ln_f.bias"), N, C);
+  const F* head = s.find(s.params, "head.weight");
+  double sum = 0;
+  for (int r0 = 0; r0 < N; r0 += head_rows) {
+    const int rows = std::min(head_rows, N - r0);
+    k::matmul_forward(logits, ln + size_t(r0) * C, head, static_cast<const F*>(nullptr), rows, C, V);
+    k::crossentropy_forward(position_losses + r0, logits, targets + r0, rows, V);
+    for (int r = 0; r < rows; ++r) sum += position_losses[r0 + r];
+  }
+  return F(sum / N);
 }
 
 template <typename F>
@@ -292,16 +358,16 @@ void GPT<F>::backward(F loss_scale) {
   k::matmul_backward(s.dln, s.find(s.grads, "head.weight"), static_cast<F*>(nullptr), s.logits, s.lnf,
                      s.find(s.params, "head.weight"), N, C, V);
   std::fill(s.dresidual, s.dresidual + size_t(N) * C, F(0));
-  k::layernorm_backward(s.dresidual, s.find(s.grads, "ln_f.weight"), s.find(s.grads, "ln_f.bias"), s.dln, last,
-                        s.find(s.params, "ln_f.weight"), s.lnf_mean, s.lnf_rstd, N, C);
+  k::layernorm_backward(s.dresidual, s.find(s.grads, "ln_f.weight"), s.find(s.grads, "ln_f.bias"), s.dln,
+                        last, s.find(s.params, "ln_f.weight"), s.lnf_mean, s.lnf_rstd, N, C);
   for (int l = L - 1; l >= 0; --l) {
     const LayerTensors<const F*> w = s.template layer_tensors<const F*>(s.params, l);
     const LayerTensors<F*> g = s.template layer_tensors<F*>(s.grads, l);
     const LayerActivations<F>& a = s.layers[l];
     const F* residual = l == 0 ? s.encoded : s.layers[l - 1].residual3;
     // dresidual holds dL/d residual3; the MLP branch and the skip both receive it.
-    k::matmul_backward(s.dfch_gelu, g.fcproj_weight, g.fcproj_bias, s.dresidual, a.fch_gelu, w.fcproj_weight, N,
-                       4 * C, C);
+    k::matmul_backward(s.dfch_gelu, g.fcproj_weight, g.fcproj_bias, s.dresidual, a.fch_gelu, w.fcproj_weight,
+                       N, 4 * C, C);
     k::gelu_backward(s.dfch, a.fch, s.dfch_gelu, size_t(N) * 4 * C);
     k::matmul_backward(s.dln, g.fc_weight, g.fc_bias, s.dfch, a.ln2, w.fc_weight, N, C, 4 * C);
     k::layernorm_backward(s.dresidual, g.ln2_weight, g.ln2_bias, s.dln, a.residual2, w.ln2_weight, a.ln2_mean,

@@ -47,6 +47,12 @@ class GPT {
   const F* position_losses() const;
   const F* logits() const;  // (B,T,V) of the last forward
 
+  // Evaluation without a backward: the same per-position losses as forward(), computed with the attention in
+  // blocks of queries and the head in blocks of rows, so memory grows linearly with T (no (B,NH,T,T)
+  // tensors). position_losses (B*T) written; returns their mean. Uses its own buffers, not the training
+  // arena.
+  F evaluate(const int32_t* inputs, const int32_t* targets, int B, int T, F* position_losses);
+
   void zero_grad();
   // grads += d(loss_scale * mean loss)/d params for the last forward (which must have had targets).
   // With gradient accumulation over n micro-batches, pass loss_scale = 1/n.

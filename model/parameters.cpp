@@ -73,10 +73,10 @@ std::vector<ParameterSpec> build_parameter_table(const ModelConfig& c) {
       }
     }
     if (c.is_dape()) {
-      const int64_t inputs = c.dape_mode() == kernels::DapeMode::concat_residual ||
-                                     c.dape_mode() == kernels::DapeMode::concat
-                                 ? 2 * NH
-                                 : NH;
+      const int64_t inputs =
+          c.dape_mode() == kernels::DapeMode::concat_residual || c.dape_mode() == kernels::DapeMode::concat
+              ? 2 * NH
+              : NH;
       t.add_default_linear(p + "dape.fc1", c.dape.width, inputs);
       t.add_default_linear(p + "dape.fc2", NH, c.dape.width);
     }

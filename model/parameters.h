@@ -13,9 +13,9 @@ namespace dape::model {
 
 // How a tensor is initialised (DAPE-SPEC §1.3).
 enum class Init {
-  normal,      // N(0, std^2)
-  uniform,     // U(lo, hi)
-  constant,    // every entry = value
+  normal,    // N(0, std^2)
+  uniform,   // U(lo, hi)
+  constant,  // every entry = value
 };
 
 struct ParameterSpec {
@@ -23,9 +23,9 @@ struct ParameterSpec {
   std::vector<int64_t> shape;  // logical PyTorch layout, [out, in] for linear weights; {} for a scalar
   size_t offset = 0;           // into the flat parameter (and gradient, and moment) buffers
   size_t numel = 1;
-  bool weight_decay = true;    // false only for LayerNorm tensors and tensors named *.bias
+  bool weight_decay = true;  // false only for LayerNorm tensors and tensors named *.bias
   Init init = Init::constant;
-  double a = 0, b = 0;         // normal: std = a; uniform: [a, b); constant: value = a
+  double a = 0, b = 0;  // normal: std = a; uniform: [a, b); constant: value = a
 };
 
 // Builds the table for a config, in a fixed order (embedding, layers in order, ln_f, head, t5 table).

@@ -53,26 +53,48 @@ struct RowIndex {
   size_t at(int h) const { return base + h * head_stride; }
 };
 
-// The DAPE MLP input rows for query row (b, i): z (Zin, n), row m over keys j < n (DAPE-SPEC §4.1).
+// The scores and the bias of one query row for every head: head h's keys start at
+// scores + h * score_stride and bias + h * bias_stride. bias is nullptr when the PE has none.
 template <typename F>
-void dape_gather_inputs(F* z, const F* scores, const F* bias, const RowIndex& row, int i, int n,
-                        const AttentionSpec& s) {
+struct RowView {
+  const F* scores;
+  size_t score_stride;
+  const F* bias;
+  size_t bias_stride;
+  const F* score_row(int h) const { return scores + h * score_stride; }
+  const F* bias_row(int h) const { return bias + h * bias_stride; }
+};
+
+// The row (b, i) of the saved (B,NH,T,T) scores and (NH,T,T) bias.
+template <typename F>
+RowView<F> saved_row(const AttentionSaved<F>& saved, const AttentionSpec& s, int b, int i) {
+  const RowIndex row(s, b, i);
   const size_t TT = size_t(s.T) * s.T;
+  return {saved.scores + row.at(0), TT, saved.bias ? saved.bias + size_t(i) * s.T : nullptr, TT};
+}
+
+// The DAPE MLP input rows for one query row: z (Zin, n), row m over keys j < n (DAPE-SPEC §4.1).
+template <typename F>
+void dape_gather_inputs(F* z, const RowView<F>& row, int n, const AttentionSpec& s) {
   for (int h = 0; h < s.NH; ++h) {
-    const F* sh = scores + row.at(h);
-    const F* bh = bias ? bias + h * TT + size_t(i) * s.T : nullptr;
+    const F* sh = row.score_row(h);
     F* zh = z + size_t(h) * n;
     switch (s.dape) {
       case DapeMode::concat_residual:
       case DapeMode::concat:
         std::copy(sh, sh + n, zh);
-        std::copy(bh, bh + n, z + size_t(s.NH + h) * n);
+        std::copy(row.bias_row(h), row.bias_row(h) + n, z + size_t(s.NH + h) * n);
         break;
-      case DapeMode::add_residual:
+      case DapeMode::add_residual: {
+        const F* bh = row.bias_row(h);
         for (int j = 0; j < n; ++j) zh[j] = sh[j] + bh[j];
         break;
-      case DapeMode::scores_only: std::copy(sh, sh + n, zh); break;
-      case DapeMode::off: DAPE_ASSERT(false);
+      }
+      case DapeMode::scores_only:
+        std::copy(sh, sh + n, zh);
+        break;
+      case DapeMode::off:
+        DAPE_ASSERT(false);
     }
   }
 }
@@ -109,22 +131,20 @@ struct RowWorkspace {
   }
 };
 
-// Logits of query row (b, i) for all heads into ws.logits (NH, n).
+// Logits of one query row for all heads into ws.logits (NH, n).
 template <typename F>
-void row_logits(RowWorkspace<F>& ws, const AttentionSaved<F>& saved, const DapeTensors<const F*>& dape,
-                const RowIndex& row, int i, int n, const AttentionSpec& s) {
-  const size_t TT = size_t(s.T) * s.T;
+void row_logits(RowWorkspace<F>& ws, const RowView<F>& row, const DapeTensors<const F*>& dape, int n,
+                const AttentionSpec& s) {
   for (int h = 0; h < s.NH; ++h) {
     F* lh = ws.logits.data() + size_t(h) * n;
-    const F* sh = saved.scores + row.at(h);
-    std::copy(sh, sh + n, lh);
+    std::copy(row.score_row(h), row.score_row(h) + n, lh);
     if (has_bias(s) && bias_in_residual(s.dape)) {
-      const F* bh = saved.bias + h * TT + size_t(i) * s.T;
+      const F* bh = row.bias_row(h);
       for (int j = 0; j < n; ++j) lh[j] += bh[j];
     }
   }
   if (s.dape == DapeMode::off) return;
-  dape_gather_inputs(ws.z.data(), saved.scores, saved.bias, row, i, n, s);
+  dape_gather_inputs(ws.z.data(), row, n, s);
   dape_hidden(ws.u.data(), ws.a.data(), ws.z.data(), dape, n, s);
   const int D = s.dape_width;
   for (int h = 0; h < s.NH; ++h) {
@@ -139,31 +159,72 @@ void row_logits(RowWorkspace<F>& ws, const AttentionSaved<F>& saved, const DapeT
   }
 }
 
-}  // namespace
-
+// Softmax over the n keys of each head's logits (NH, n), in place.
 template <typename F>
-void attention_forward(F* out, const AttentionSaved<F>& saved, const F* qkv, const PositionalTensors<const F*>& pe,
-                       const DapeTensors<const F*>& dape, const AttentionSpec& s) {
-  const int B = s.B, T = s.T, NH = s.NH, HS = s.HS, C = NH * HS;
-  const F scale = F(1) / std::sqrt(F(HS));
-  // Work of the score, softmax and DAPE loops: every (b, i, j) pair over all heads.
-  const bool parallel = worth_parallel(size_t(B) * T * T * NH * (HS + s.dape_width));
+void softmax_rows(F* logits, int NH, int n) {
+  for (int h = 0; h < NH; ++h) {
+    F* lh = logits + size_t(h) * n;
+    const F maxv = *std::max_element(lh, lh + n);
+    F sum = 0;
+    for (int j = 0; j < n; ++j) sum += (lh[j] = std::exp(lh[j] - maxv));
+    const F inv = F(1) / sum;
+    for (int j = 0; j < n; ++j) lh[j] *= inv;
+  }
+}
 
+// q.k / sqrt(HS) for query i of head (b, h) against keys j < n: out (n).
+template <typename F>
+void score_row(F* out, const F* q, const F* k, int b, int h, int i, int n, const AttentionSpec& s, F scale) {
+  const F* qi = q + ((size_t(b) * s.NH + h) * s.T + i) * s.HS;
+  const F* kh = k + (size_t(b) * s.NH + h) * s.T * s.HS;
+  for (int j = 0; j < n; ++j) {
+    F dot = 0;
+    for (int c = 0; c < s.HS; ++c) dot += qi[c] * kh[size_t(j) * s.HS + c];
+    out[j] = dot * scale;
+  }
+}
+
+// o (HS) = sum_j p_j v_j over the n keys of head (b, h).
+template <typename F>
+void weighted_values(F* o, const F* p, const F* v, int b, int h, int n, const AttentionSpec& s) {
+  std::fill(o, o + s.HS, F(0));
+  const F* vh = v + (size_t(b) * s.NH + h) * s.T * s.HS;
+  for (int j = 0; j < n; ++j)
+    for (int c = 0; c < s.HS; ++c) o[c] += p[j] * vh[size_t(j) * s.HS + c];
+}
+
+// Splits qkv (B,T,3C) into q, k, v (B,NH,T,HS) and rotates q and k for RoPE.
+template <typename F>
+void split_heads(F* q, F* k, F* v, const F* qkv, const AttentionSpec& s, bool parallel) {
+  const int B = s.B, T = s.T, NH = s.NH, HS = s.HS, C = NH * HS;
 #pragma omp parallel for collapse(2) schedule(static) if (parallel)
   for (int b = 0; b < B; ++b)
     for (int t = 0; t < T; ++t) {
       const F* src = qkv + (size_t(b) * T + t) * 3 * C;
       for (int h = 0; h < NH; ++h) {
         const size_t dst = ((size_t(b) * NH + h) * T + t) * HS;
-        std::copy(src + h * HS, src + h * HS + HS, saved.q + dst);
-        std::copy(src + C + h * HS, src + C + h * HS + HS, saved.k + dst);
-        std::copy(src + 2 * C + h * HS, src + 2 * C + h * HS + HS, saved.v + dst);
+        std::copy(src + h * HS, src + h * HS + HS, q + dst);
+        std::copy(src + C + h * HS, src + C + h * HS + HS, k + dst);
+        std::copy(src + 2 * C + h * HS, src + 2 * C + h * HS + HS, v + dst);
       }
     }
   if (s.pe == PeKind::rope) {
-    rope_forward(saved.q, B * NH, T, HS);
-    rope_forward(saved.k, B * NH, T, HS);
+    rope_forward(q, B * NH, T, HS);
+    rope_forward(k, B * NH, T, HS);
   }
+}
+
+}  // namespace
+
+template <typename F>
+void attention_forward(F* out, const AttentionSaved<F>& saved, const F* qkv,
+                       const PositionalTensors<const F*>& pe, const DapeTensors<const F*>& dape,
+                       const AttentionSpec& s) {
+  const int B = s.B, T = s.T, NH = s.NH, HS = s.HS, C = NH * HS;
+  const F scale = F(1) / std::sqrt(F(HS));
+  // Work of the score, softmax and DAPE loops: every (b, i, j) pair over all heads.
+  const bool parallel = worth_parallel(size_t(B) * T * T * NH * (HS + s.dape_width));
+  split_heads(saved.q, saved.k, saved.v, qkv, s, parallel);
   if (has_bias(s)) bias_forward(saved.bias, pe, s.bias_spec());
 
 #pragma omp parallel if (parallel)
@@ -173,35 +234,57 @@ void attention_forward(F* out, const AttentionSaved<F>& saved, const F* qkv, con
     for (int b = 0; b < B; ++b)
       for (int i = 0; i < T; ++i) {
         const int n = s.causal ? i + 1 : T;
-        const RowIndex row(s, b, i);
+        const RowIndex index(s, b, i);
         for (int h = 0; h < NH; ++h) {
-          const F* qi = saved.q + ((size_t(b) * NH + h) * T + i) * HS;
-          const F* kh = saved.k + (size_t(b) * NH + h) * T * HS;
-          F* sh = saved.scores + row.at(h);
-          for (int j = 0; j < n; ++j) {
-            F dot = 0;
-            for (int c = 0; c < HS; ++c) dot += qi[c] * kh[size_t(j) * HS + c];
-            sh[j] = dot * scale;
-          }
+          F* sh = saved.scores + index.at(h);
+          score_row(sh, saved.q, saved.k, b, h, i, n, s, scale);
           std::fill(sh + n, sh + T, F(0));
         }
-        row_logits(ws, saved, dape, row, i, n, s);
+        row_logits(ws, saved_row(saved, s, b, i), dape, n, s);
+        softmax_rows(ws.logits.data(), NH, n);
         for (int h = 0; h < NH; ++h) {
-          const F* lh = ws.logits.data() + size_t(h) * n;
-          F* ph = saved.probs + row.at(h);
-          const F maxv = *std::max_element(lh, lh + n);
-          F sum = 0;
-          for (int j = 0; j < n; ++j) sum += (ph[j] = std::exp(lh[j] - maxv));
-          const F inv = F(1) / sum;
-          for (int j = 0; j < n; ++j) ph[j] *= inv;
-          std::fill(ph + n, ph + T, F(0));
-          F* o = out + (size_t(b) * T + i) * C + h * HS;
-          std::fill(o, o + HS, F(0));
-          const F* vh = saved.v + (size_t(b) * NH + h) * T * HS;
-          for (int j = 0; j < n; ++j)
-            for (int c = 0; c < HS; ++c) o[c] += ph[j] * vh[size_t(j) * HS + c];
+          const F* ph = ws.logits.data() + size_t(h) * n;
+          F* probs = saved.probs + index.at(h);
+          std::copy(ph, ph + n, probs);
+          std::fill(probs + n, probs + T, F(0));
+          weighted_values(out + (size_t(b) * T + i) * C + h * HS, ph, saved.v, b, h, n, s);
         }
       }
+  }
+}
+
+template <typename F>
+void attention_forward_inference(F* out, const F* qkv, const PositionalTensors<const F*>& pe,
+                                 const DapeTensors<const F*>& dape, const AttentionSpec& s, int query_block) {
+  const int B = s.B, T = s.T, NH = s.NH, HS = s.HS, C = NH * HS;
+  const F scale = F(1) / std::sqrt(F(HS));
+  const bool parallel = worth_parallel(size_t(B) * T * T * NH * (HS + s.dape_width));
+  std::vector<F> q(size_t(B) * T * C), k(q.size()), v(q.size());
+  split_heads(q.data(), k.data(), v.data(), qkv, s, parallel);
+  const int block = std::max(1, std::min(query_block, T));
+  std::vector<F> bias(has_bias(s) ? size_t(NH) * block * T : 0);
+  for (int i0 = 0; i0 < T; i0 += block) {
+    const int i1 = std::min(T, i0 + block), rows = i1 - i0;
+    if (has_bias(s)) bias_forward_rows(bias.data(), pe, s.bias_spec(), i0, i1);
+#pragma omp parallel if (parallel)
+    {
+      RowWorkspace<F> ws(s);
+      std::vector<F> scores(size_t(NH) * T);
+#pragma omp for collapse(2) schedule(static)
+      for (int b = 0; b < B; ++b)
+        for (int i = i0; i < i1; ++i) {
+          const int n = s.causal ? i + 1 : T;
+          for (int h = 0; h < NH; ++h)
+            score_row(scores.data() + size_t(h) * n, q.data(), k.data(), b, h, i, n, s, scale);
+          const RowView<F> row{scores.data(), size_t(n),
+                               has_bias(s) ? bias.data() + size_t(i - i0) * T : nullptr, size_t(rows) * T};
+          row_logits(ws, row, dape, n, s);
+          softmax_rows(ws.logits.data(), NH, n);
+          for (int h = 0; h < NH; ++h)
+            weighted_values(out + (size_t(b) * T + i) * C + h * HS, ws.logits.data() + size_t(h) * n,
+                            v.data(), b, h, n, s);
+        }
+    }
   }
 }
 
@@ -267,7 +350,7 @@ void attention_backward(F* dqkv, const PositionalTensors<F*>& dpe, const DapeTen
           for (int h = 0; h < NH; ++h) std::fill(dbias_i + h * TT, dbias_i + h * TT + T, F(0));
         for (int b = 0; b < B; ++b) {
           const RowIndex row(s, b, i);
-          dape_gather_inputs(ws.z.data(), saved.scores, saved.bias, row, i, n, s);
+          dape_gather_inputs(ws.z.data(), saved_row(saved, s, b, i), n, s);
           dape_hidden(ws.u.data(), ws.a.data(), ws.z.data(), dape, n, s);
           // gamma_a = W2^T g, dW2 += g a^T, dc2 += sum_j g.
           std::fill(gu.begin(), gu.begin() + size_t(D) * n, F(0));
@@ -329,7 +412,8 @@ void attention_backward(F* dqkv, const PositionalTensors<F*>& dpe, const DapeTen
                   for (int j = 0; j < n; ++j) db[j] += gh[j] + gs[j];
                   break;
                 case DapeMode::scores_only:
-                case DapeMode::off: DAPE_ASSERT(false);
+                case DapeMode::off:
+                  DAPE_ASSERT(false);
               }
             }
             for (int j = 0; j < n; ++j) gh[j] += gs[j];
@@ -359,7 +443,7 @@ void attention_backward(F* dqkv, const PositionalTensors<F*>& dpe, const DapeTen
   }
   if (bias) bias_backward(dpe, scratch.dbias, pe, s.bias_spec());
 
-  // Step 3: scores to q and k.
+    // Step 3: scores to q and k.
 #pragma omp parallel for collapse(2) schedule(static) if (parallel)
   for (int b = 0; b < B; ++b)
     for (int h = 0; h < NH; ++h) {
@@ -401,13 +485,16 @@ void attention_backward(F* dqkv, const PositionalTensors<F*>& dpe, const DapeTen
     }
 }
 
-#define DAPE_INSTANTIATE(F)                                                                                \
-  template void attention_forward<F>(F*, const AttentionSaved<F>&, const F*, const PositionalTensors<const F*>&, \
-                                     const DapeTensors<const F*>&, const AttentionSpec&);                   \
-  template void attention_backward<F>(F*, const PositionalTensors<F*>&, const DapeTensors<F*>&,             \
-                                      const AttentionScratch<F>&, const F*, const AttentionSaved<F>&,       \
-                                      const PositionalTensors<const F*>&, const DapeTensors<const F*>&,     \
-                                      const AttentionSpec&);
+#define DAPE_INSTANTIATE(F)                                                                             \
+  template void attention_forward<F>(F*, const AttentionSaved<F>&, const F*,                            \
+                                     const PositionalTensors<const F*>&, const DapeTensors<const F*>&,  \
+                                     const AttentionSpec&);                                             \
+  template void attention_backward<F>(F*, const PositionalTensors<F*>&, const DapeTensors<F*>&,         \
+                                      const AttentionScratch<F>&, const F*, const AttentionSaved<F>&,   \
+                                      const PositionalTensors<const F*>&, const DapeTensors<const F*>&, \
+                                      const AttentionSpec&);                                            \
+  template void attention_forward_inference<F>(F*, const F*, const PositionalTensors<const F*>&,        \
+                                               const DapeTensors<const F*>&, const AttentionSpec&, int);
 DAPE_INSTANTIATE(float)
 DAPE_INSTANTIATE(double)
 #undef DAPE_INSTANTIATE

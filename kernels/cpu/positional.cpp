@@ -18,10 +18,14 @@ using cpu::activation_forward;
 namespace {
 
 // Keys with j <= i use the left parameter set, keys with j > i the right one (bidirectional only).
-bool is_right(int i, int j) { return j > i; }
+bool is_right(int i, int j) {
+  return j > i;
+}
 
 // One past the last key index row i reads.
-int key_end(int i, int T, bool causal) { return causal ? i + 1 : T; }
+int key_end(int i, int T, bool causal) {
+  return causal ? i + 1 : T;
+}
 
 template <typename F>
 F clamp_kerple(F x) {
@@ -50,7 +54,6 @@ F sign(F x) {
   return F((x > 0) - (x < 0));
 }
 
-
 }  // namespace
 
 std::vector<double> alibi_slopes(int NH) {
@@ -77,41 +80,44 @@ int t5_bucket(int n, bool causal) {
 }
 
 template <typename F>
-void bias_forward(F* bias, const PositionalTensors<const F*>& p, const BiasSpec& s) {
-  const int NH = s.NH, T = s.T;
-  const size_t TT = size_t(T) * T;
-  std::fill(bias, bias + NH * TT, F(0));
+void bias_forward_rows(F* bias, const PositionalTensors<const F*>& p, const BiasSpec& s, int row_begin,
+                       int row_end) {
+  const int NH = s.NH, T = s.T, rows = row_end - row_begin;
+  DAPE_ASSERT(0 <= row_begin && row_begin <= row_end && row_end <= T);
+  const size_t head_stride = size_t(rows) * T;  // the head stride of this block
+  std::fill(bias, bias + NH * head_stride, F(0));
   switch (s.kind) {
     case PeKind::alibi: {
       const std::vector<double> m = alibi_slopes(NH);
-#pragma omp parallel for schedule(static) if (cpu::worth_parallel(size_t(T) * T * NH))
-      for (int i = 0; i < T; ++i)
+#pragma omp parallel for schedule(static) if (cpu::worth_parallel(size_t(rows) * T * NH))
+      for (int i = row_begin; i < row_end; ++i)
         for (int j = 0; j < key_end(i, T, s.causal); ++j)
           for (int h = 0; h < NH; ++h) {
             double b = -m[h] * std::abs(i - j);
             if (!s.causal && j < i) b += 0.5 * m[h];
-            bias[h * TT + size_t(i) * T + j] = F(b);
+            bias[h * head_stride + size_t(i - row_begin) * T + j] = F(b);
           }
       break;
     }
     case PeKind::kerple: {
-#pragma omp parallel for schedule(static) if (cpu::worth_parallel(size_t(T) * T * NH))
-      for (int i = 0; i < T; ++i)
+#pragma omp parallel for schedule(static) if (cpu::worth_parallel(size_t(rows) * T * NH))
+      for (int i = row_begin; i < row_end; ++i)
         for (int j = 0; j < key_end(i, T, s.causal); ++j) {
           const bool right = is_right(i, j);
           const F* pp = right ? p.kerple_p_right : p.kerple_p;
           const F* pa = right ? p.kerple_a_right : p.kerple_a;
           const F delta = F(std::abs(i - j));
           for (int h = 0; h < NH; ++h)
-            bias[h * TT + size_t(i) * T + j] = -clamp_kerple(pp[h]) * std::log1p(clamp_kerple(pa[h]) * delta);
+            bias[h * head_stride + size_t(i - row_begin) * T + j] =
+                -clamp_kerple(pp[h]) * std::log1p(clamp_kerple(pa[h]) * delta);
         }
       break;
     }
     case PeKind::fire: {
       const int DF = s.fire_width;
       const F abs_c = std::abs(*p.fire_c), Lambda = std::abs(*p.fire_lambda * F(s.fire_L0));
-#pragma omp parallel for schedule(static) if (cpu::worth_parallel(size_t(T) * T * NH))
-      for (int i = 0; i < T; ++i) {
+#pragma omp parallel for schedule(static) if (cpu::worth_parallel(size_t(rows) * T * NH))
+      for (int i = row_begin; i < row_end; ++i) {
         std::vector<F> hidden(DF);
         const FireRow<F> row = fire_row(i, T, s.causal, abs_c, Lambda);
         for (int j = 0; j < key_end(i, T, s.causal); ++j) {
@@ -125,7 +131,7 @@ void bias_forward(F* bias, const PositionalTensors<const F*>& p, const BiasSpec&
           for (int h = 0; h < NH; ++h) {
             F acc = b2[h];
             for (int k = 0; k < DF; ++k) acc += w2[h * DF + k] * hidden[k];
-            bias[h * TT + size_t(i) * T + j] = acc;
+            bias[h * head_stride + size_t(i - row_begin) * T + j] = acc;
           }
         }
       }
@@ -133,17 +139,24 @@ void bias_forward(F* bias, const PositionalTensors<const F*>& p, const BiasSpec&
     }
     case PeKind::t5: {
       const F scale = std::sqrt(F(s.HS));
-#pragma omp parallel for schedule(static) if (cpu::worth_parallel(size_t(T) * T * NH))
-      for (int i = 0; i < T; ++i)
+#pragma omp parallel for schedule(static) if (cpu::worth_parallel(size_t(rows) * T * NH))
+      for (int i = row_begin; i < row_end; ++i)
         for (int j = 0; j < key_end(i, T, s.causal); ++j) {
           const int bucket = t5_bucket(i - j, s.causal);
-          for (int h = 0; h < NH; ++h) bias[h * TT + size_t(i) * T + j] = scale * p.t5_table[bucket * NH + h];
+          for (int h = 0; h < NH; ++h)
+            bias[h * head_stride + size_t(i - row_begin) * T + j] = scale * p.t5_table[bucket * NH + h];
         }
       break;
     }
     case PeKind::none:
-    case PeKind::rope: DAPE_ASSERT(false);
+    case PeKind::rope:
+      DAPE_ASSERT(false);
   }
+}
+
+template <typename F>
+void bias_forward(F* bias, const PositionalTensors<const F*>& p, const BiasSpec& s) {
+  bias_forward_rows(bias, p, s, 0, s.T);
 }
 
 template <typename F>
@@ -152,7 +165,8 @@ void bias_backward(const PositionalTensors<F*>& g, const F* G, const PositionalT
   const int NH = s.NH, T = s.T;
   const size_t TT = size_t(T) * T;
   switch (s.kind) {
-    case PeKind::alibi: return;
+    case PeKind::alibi:
+      return;
     case PeKind::kerple: {
       // Row buffer: [dp_left, da_left, dp_right, da_right], each NH.
       const int width = 4 * NH;
@@ -231,8 +245,8 @@ void bias_backward(const PositionalTensors<F*>& g, const F* G, const PositionalT
           }
           const F dr_dc =
               sign(c) * (delta / (F(1) + abs_c * delta) - r * row.M / (F(1) + abs_c * row.M)) / row.N;
-          const F dr_dlambda = -(r / row.N) * abs_c / (F(1) + abs_c * row.M) * sign(lambda) * F(s.fire_L0) *
-                               row.lambda_share;
+          const F dr_dlambda =
+              -(r / row.N) * abs_c / (F(1) + abs_c * row.M) * sign(lambda) * F(s.fire_L0) * row.lambda_share;
           acc[2 * side] += gamma_r * dr_dc;
           acc[2 * side + 1] += gamma_r * dr_dlambda;
         }
@@ -271,7 +285,8 @@ void bias_backward(const PositionalTensors<F*>& g, const F* G, const PositionalT
       return;
     }
     case PeKind::none:
-    case PeKind::rope: DAPE_ASSERT(false);
+    case PeKind::rope:
+      DAPE_ASSERT(false);
   }
 }
 
@@ -314,11 +329,12 @@ void rope_backward(F* dx, int BH, int T, int HS) {
   rope_rotate(dx, BH, T, HS, -1);
 }
 
-#define DAPE_INSTANTIATE(F)                                                                      \
-  template void bias_forward<F>(F*, const PositionalTensors<const F*>&, const BiasSpec&);       \
-  template void bias_backward<F>(const PositionalTensors<F*>&, const F*,                          \
-                                 const PositionalTensors<const F*>&, const BiasSpec&);            \
-  template void rope_forward<F>(F*, int, int, int);                                              \
+#define DAPE_INSTANTIATE(F)                                                                                  \
+  template void bias_forward<F>(F*, const PositionalTensors<const F*>&, const BiasSpec&);                    \
+  template void bias_forward_rows<F>(F*, const PositionalTensors<const F*>&, const BiasSpec&, int, int);     \
+  template void bias_backward<F>(const PositionalTensors<F*>&, const F*, const PositionalTensors<const F*>&, \
+                                 const BiasSpec&);                                                           \
+  template void rope_forward<F>(F*, int, int, int);                                                          \
   template void rope_backward<F>(F*, int, int, int);
 DAPE_INSTANTIATE(float)
 DAPE_INSTANTIATE(double)

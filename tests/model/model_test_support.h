@@ -40,7 +40,8 @@ inline std::vector<model::ModelConfig> all_attention_configs(model::ModelConfig 
 
 inline std::string describe(const model::ModelConfig& c) {
   std::string s = model::to_string(c.pe);
-  if (c.is_dape() && c.pe != model::PositionalEncoding::dape_nope) s += "/" + model::to_string(c.dape.variant);
+  if (c.is_dape() && c.pe != model::PositionalEncoding::dape_nope)
+    s += "/" + model::to_string(c.dape.variant);
   if (c.dape.activation != kernels::Activation::leaky_relu) s += "/" + model::to_string(c.dape.activation);
   s += c.causal ? "/causal" : "/bidirectional";
   return s;

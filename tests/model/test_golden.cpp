@@ -39,7 +39,8 @@ void check_golden(const std::string& file, Tolerance tol) {
   const std::vector<int64_t> tokens = golden.read_int("tokens");
   for (const char* group : {"T6", "T24"}) {
     const int T = static_cast<int>(golden.attribute_double(group, "length"));
-    std::vector<int32_t> inputs(tokens.begin(), tokens.begin() + T), targets(tokens.begin() + 1, tokens.begin() + T + 1);
+    std::vector<int32_t> inputs(tokens.begin(), tokens.begin() + T),
+        targets(tokens.begin() + 1, tokens.begin() + T + 1);
     gpt.zero_grad();
     const double loss = gpt.forward(inputs.data(), targets.data(), 1, T);
     gpt.backward(F(1));
@@ -74,8 +75,12 @@ void check_golden(const std::string& file, Tolerance tol) {
 
 class Golden : public ::testing::TestWithParam<std::string> {};
 
-TEST_P(Golden, Double) { check_golden<double>(GetParam(), {1e-12, 1e-10}); }
-TEST_P(Golden, Float) { check_golden<float>(GetParam(), {1e-5, 1e-4}); }
+TEST_P(Golden, Double) {
+  check_golden<double>(GetParam(), {1e-12, 1e-10});
+}
+TEST_P(Golden, Float) {
+  check_golden<float>(GetParam(), {1e-5, 1e-4});
+}
 
 INSTANTIATE_TEST_SUITE_P(AllGoldenFiles, Golden,
                          ::testing::Values("nope.h5", "rope.h5", "alibi.h5", "kerple.h5", "fire.h5", "t5.h5",

@@ -56,7 +56,8 @@ double check_model(const model::ModelConfig& config, uint64_t seed) {
     // FIRE's scalars c and lambda have gradients ~1e-5 of the largest: they need a larger step to rise
     // above the loss's round-off, and the loss is smooth in them once the ReLU kinks are avoided.
     const double step = p.numel == 1 ? 1e-3 : 1e-5;
-    results.push_back(testing::check_gradient(loss, gpt.param(p.name), p.numel, analytic.data() + p.offset, step));
+    results.push_back(
+        testing::check_gradient(loss, gpt.param(p.name), p.numel, analytic.data() + p.offset, step));
     model_max = std::max(model_max, results.back().max_ref);
   }
   double worst = 0;

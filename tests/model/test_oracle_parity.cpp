@@ -112,13 +112,19 @@ void run_parity(const std::string& label, double rtol) {
                           " > " + log + " 2>&1";
   const int status = std::system(cmd.c_str());
   // One line per case: its config and worst relative error.
-  std::system(("grep -E '^(config|parity: max)' " + log + " | paste - - | awk '{print \"  \" $2, $3, $4, $5, $9, $10, $11, $12}'").c_str());
+  std::system(("grep -E '^(config|parity: max)' " + log +
+               " | paste - - | awk '{print \"  \" $2, $3, $4, $5, $9, $10, $11, $12}'")
+                  .c_str());
   EXPECT_EQ(status, 0) << "the oracle disagrees; full report in " << log;
   if (status == 0) fs::remove_all(root);
 }
 
-TEST(OracleParity, DoubleEveryPositionalEncodingTrainAndFourTimesLength) { run_parity<double>("double", 1e-9); }
-TEST(OracleParity, FloatEveryPositionalEncodingTrainAndFourTimesLength) { run_parity<float>("float", 1e-4); }
+TEST(OracleParity, DoubleEveryPositionalEncodingTrainAndFourTimesLength) {
+  run_parity<double>("double", 1e-9);
+}
+TEST(OracleParity, FloatEveryPositionalEncodingTrainAndFourTimesLength) {
+  run_parity<float>("float", 1e-4);
+}
 
 TEST(OracleParity, AdamWStepMatchesTorch) {
   if (!oracle_available()) GTEST_SKIP() << kPython << " lacks torch or h5py";

@@ -43,8 +43,8 @@ std::vector<float> train_on_one_sequence(model::PositionalEncoding pe, int steps
 TEST(Training, TinyModelMemorisesAShortSequence) {
   for (auto pe : {model::PositionalEncoding::dape_kerple, model::PositionalEncoding::rope}) {
     const std::vector<float> losses = train_on_one_sequence(pe, 150);
-    std::printf("overfit %-12s loss %.3f -> %.4f after %zu steps\n", model::to_string(pe).c_str(), losses.front(),
-                losses.back(), losses.size());
+    std::printf("overfit %-12s loss %.3f -> %.4f after %zu steps\n", model::to_string(pe).c_str(),
+                losses.front(), losses.back(), losses.size());
     EXPECT_GT(losses.front(), 4.0f);  // about ln 256 at init
     EXPECT_LT(losses.back(), 0.05f) << model::to_string(pe);
   }

@@ -1,0 +1,90 @@
+// Evaluation without a backward (GPT::evaluate, attention in query blocks) gives the same per-position losses
+// as the training forward, for every positional encoding, causal and bidirectional.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <vector>
+
+#include "kernels/attention.h"
+#include "kernels/random.h"
+#include "model/gpt.h"
+#include "model_test_support.h"
+
+namespace dape {
+namespace {
+
+TEST(Evaluate, MatchesTheTrainingForwardForEveryPositionalEncoding) {
+  for (bool causal : {true, false}) {
+    model::ModelConfig base = testing::gradcheck_config();
+    base.causal = causal;
+    for (const model::ModelConfig& config : testing::all_attention_configs(base)) {
+      model::GPT<double> gpt(config);
+      gpt.init_parameters(3);
+      const int B = 2, T = 37;
+      Rng rng(3, "tokens");
+      std::vector<int32_t> inputs(B * T), targets(B * T);
+      for (auto& t : inputs) t = int32_t(rng.below(config.vocab_size));
+      for (auto& t : targets) t = int32_t(rng.below(config.vocab_size));
+      const double loss = gpt.forward(inputs.data(), targets.data(), B, T);
+      const std::vector<double> expected(gpt.position_losses(), gpt.position_losses() + B * T);
+      std::vector<double> losses(B * T);
+      EXPECT_NEAR(gpt.evaluate(inputs.data(), targets.data(), B, T, losses.data()), loss, 1e-12)
+          << testing::describe(config);
+      for (int n = 0; n < B * T; ++n) ASSERT_NEAR(losses[n], expected[n], 1e-12) << testing::describe(config);
+    }
+  }
+}
+
+// The blocked attention equals the materialised one for block sizes that do and do not divide T.
+TEST(Evaluate, AttentionInQueryBlocksEqualsTheMaterialisedAttention) {
+  for (bool causal : {true, false}) {
+    model::ModelConfig base = testing::gradcheck_config();
+    base.causal = causal;
+    for (const model::ModelConfig& config : testing::all_attention_configs(base)) {
+      model::GPT<double> gpt(config);
+      gpt.init_parameters(9);
+      kernels::AttentionSpec spec;
+      spec.B = 2, spec.T = 11, spec.NH = config.n_heads, spec.HS = config.head_size();
+      spec.causal = causal, spec.pe = config.base_pe(), spec.dape = config.dape_mode();
+      spec.dape_width = config.dape.width, spec.fire_width = config.fire.width, spec.fire_L0 = config.fire.L0;
+      auto p = [&](const std::string& name) -> const double* {
+        for (const auto& t : gpt.parameter_table())
+          if (t.name == name) return gpt.param(name);
+        return nullptr;
+      };
+      kernels::PositionalTensors<const double*> pe;
+      pe.kerple_p = p("layers.0.pe.kerple.p"), pe.kerple_a = p("layers.0.pe.kerple.a");
+      pe.kerple_p_right = p("layers.0.pe.kerple.p_right"),
+      pe.kerple_a_right = p("layers.0.pe.kerple.a_right");
+      pe.fire_c = p("layers.0.pe.fire.c"), pe.fire_lambda = p("layers.0.pe.fire.lambda");
+      pe.fire_fc1_weight = p("layers.0.pe.fire.fc1.weight"),
+      pe.fire_fc1_bias = p("layers.0.pe.fire.fc1.bias");
+      pe.fire_fc2_weight = p("layers.0.pe.fire.fc2.weight"),
+      pe.fire_fc2_bias = p("layers.0.pe.fire.fc2.bias");
+      pe.fire_fc1_weight_right = p("layers.0.pe.fire.fc1_right.weight");
+      pe.fire_fc1_bias_right = p("layers.0.pe.fire.fc1_right.bias");
+      pe.fire_fc2_weight_right = p("layers.0.pe.fire.fc2_right.weight");
+      pe.fire_fc2_bias_right = p("layers.0.pe.fire.fc2_right.bias");
+      pe.t5_table = p("t5.bias");
+      kernels::DapeTensors<const double*> dape{p("layers.0.dape.fc1.weight"), p("layers.0.dape.fc1.bias"),
+                                               p("layers.0.dape.fc2.weight"), p("layers.0.dape.fc2.bias")};
+      const size_t BT = size_t(spec.B) * spec.T, C = size_t(spec.NH) * spec.HS;
+      const size_t BNTT = BT * spec.NH * spec.T;
+      std::vector<double> qkv(BT * 3 * C), q(BT * C), k(BT * C), v(BT * C), scores(BNTT), probs(BNTT),
+          bias(size_t(spec.NH) * spec.T * spec.T), expected(BT * C), out(BT * C);
+      Rng rng(1, "qkv");
+      for (auto& x : qkv) x = rng.normal();
+      kernels::attention_forward(expected.data(),
+                                 {q.data(), k.data(), v.data(), scores.data(), probs.data(), bias.data()},
+                                 qkv.data(), pe, dape, spec);
+      for (int block : {1, 3, 11, 64}) {
+        kernels::attention_forward_inference(out.data(), qkv.data(), pe, dape, spec, block);
+        for (size_t i = 0; i < out.size(); ++i)
+          ASSERT_NEAR(out[i], expected[i], 1e-13) << testing::describe(config) << " block " << block;
+      }
+    }
+  }
+}
+
+}  // namespace
+}  // namespace dape
