@@ -16,6 +16,8 @@ enum class PeKind { none, rope, alibi, kerple, fire, t5 };
 enum class Activation { leaky_relu, relu, gelu };
 
 inline constexpr double kLeakyReluSlope = 0.01;
+// Kerple's p and a are used as max(raw, kKerpleMin) in the forward (DAPE-SPEC §3.4).
+inline constexpr double kKerpleMin = 0.01;
 inline constexpr int kT5Buckets = 32;
 inline constexpr int kT5MaxDistance = 128;
 

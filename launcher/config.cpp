@@ -20,7 +20,7 @@ namespace {
 namespace fs = std::filesystem;
 
 [[noreturn]] void fail(const std::string& key, const std::string& value, const std::string& expected) {
-  throw ConfigError(key + " = " + value + ": " + expected);
+  throw ConfigError(key + " = " + (value.empty() ? "''" : value) + ": " + expected);
 }
 
 std::string format_number(double v) {
@@ -291,6 +291,8 @@ void apply_yaml(RunConfig& config, const YAML::Node& node, const std::string& na
     const YAML::Node& value = item.second;
     if (const ConfigKey* key = find_key(child)) {
       if (!value.IsScalar()) fail(child, describe_node(value), "expected " + describe_type(*key));
+      if (std::find(keys_set.begin(), keys_set.end(), child) != keys_set.end())
+        fail(child, value.Scalar(), "set more than once in the config file; keep one");
       key->set(config, value.Scalar());
       keys_set.push_back(child);
     } else if (is_section(child)) {
@@ -409,7 +411,12 @@ RunConfig load_config(const std::string& path, const std::vector<std::string>& o
 
   RunConfig config;
   std::vector<std::string> keys_set;
-  if (root.IsMap()) apply_yaml(config, root, "", keys_set);
+  try {
+    if (root.IsMap()) apply_yaml(config, root, "", keys_set);
+  } catch (const YAML::Exception& e) {
+    throw ConfigError("config = " + path + ": unexpected YAML at line " + std::to_string(e.mark.line + 1) +
+                      ": " + e.msg + "; expected keys with scalar values");
+  }
   fs::path config_dir = fs::absolute(fs::path(path)).parent_path();
   config.data.train = absolute_path(config.data.train, config_dir);
   config.data.val = absolute_path(config.data.val, config_dir);

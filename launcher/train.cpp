@@ -17,6 +17,7 @@
 #include "checkpoint/checkpoint.h"
 #include "data/data.h"
 #include "kernels/error.h"
+#include "kernels/positional.h"
 #include "model/optimizer.h"
 
 namespace dape::launcher {
@@ -182,6 +183,108 @@ std::string resolved_config_text(const RunConfig& config, const TrainRequest& re
                   step, what, value, t.lr));
 }
 
+// The token buffers of one micro-batch and the position in the training order.
+struct Batch {
+  Batch(int B, int T) : inputs(static_cast<size_t>(B) * T), targets(inputs.size()) {}
+  std::vector<int32_t> inputs, targets;
+  int64_t cursor = 0;
+};
+
+struct StepStats {
+  double loss = 0, grad_norm = 0, lr = 0;
+  long long tokens = 0;
+};
+
+// One optimizer step (DAPE-SPEC §2.2): gradients of grad_accum micro-batches, global-norm clip, the finite
+// check, the AdamW update with lr(step - 1), then the optional Kerple projection.
+StepStats train_step(int step, model::GPT<float>& gpt, model::AdamW<float>& adamw,
+                     const model::LrSchedule& schedule, const data::TokenWindows& windows,
+                     const TrainConfig& t, Batch& batch) {
+  const int B = t.micro_batch, T = t.seq_len;
+  StepStats stats;
+  gpt.zero_grad();
+  for (int m = 0; m < t.grad_accum; ++m) {
+    batch.cursor = windows.train_batch(batch.inputs.data(), batch.targets.data(), B, t.seed, batch.cursor);
+    const float loss = gpt.forward(batch.inputs.data(), batch.targets.data(), B, T);
+    if (!std::isfinite(loss)) refuse_step(step, "loss", loss, t);
+    gpt.backward(1.0f / static_cast<float>(t.grad_accum));
+    stats.loss += loss;
+  }
+  stats.loss /= t.grad_accum;
+  stats.grad_norm = model::clip_grad_norm(gpt.grads(), gpt.num_parameters(), t.clip);
+  if (!std::isfinite(stats.grad_norm)) refuse_step(step, "grad norm", stats.grad_norm, t);
+  stats.lr = schedule.lr_at(step - 1);
+  adamw.step(gpt.params(), gpt.grads(), stats.lr);
+  if (t.kerple_project) project_kerple(gpt);
+  stats.tokens = static_cast<long long>(B) * T * t.grad_accum;
+  return stats;
+}
+
+// The log lines, metrics.jsonl and the progress bar of a run.
+class StepLogger {
+ public:
+  StepLogger(const fs::path& metrics_path, const TrainConfig& t)
+      : t_(t), log_(make_logger()), metrics_(metrics_path), progress_(t.steps) {}
+
+  void info(const std::string& line) {
+    progress_.clear();
+    log_->info("{}", line);
+  }
+
+  void log_start(const std::string& config_path, const std::string& run_dir, const RunConfig& config,
+                 model::GPT<float>& gpt, const data::Tokenizer& tokenizer, const data::TokenWindows& train,
+                 const data::TokenWindows& val) {
+    info(fmt::format("dape train {} -> {}", config_path, run_dir));
+    for (const std::string& line : summary_lines(config)) info("  " + line);
+    info(fmt::format("model: {} parameters, activation arena {:.1f} MiB for B={} T={}",
+                     format_count(gpt.num_parameters()), gpt.arena_bytes() / 1048576.0, t_.micro_batch,
+                     t_.seq_len));
+    info(fmt::format("data: train {} tokens ({} windows), val {} tokens ({} windows), tokenizer {}",
+                     format_count(train.num_tokens()), format_count(train.num_windows()),
+                     format_count(val.num_tokens()), format_count(val.num_windows()), tokenizer.name()));
+    start_ = last_log_ = Clock::now();
+  }
+
+  // Logs step 1, every log_every-th step and the last one; redraws the progress bar after every step.
+  void log_step(int step, const StepStats& s) {
+    tokens_ += s.tokens;
+    const double elapsed = seconds_since(start_);
+    const double eta = elapsed / step * (t_.steps - step);
+    if (step == 1 || step % t_.log_every == 0 || step == t_.steps) {
+      const double interval = seconds_since(last_log_);
+      const double tokens_per_s = interval > 0 ? (tokens_ - tokens_at_log_) / interval : 0.0;
+      last_log_ = Clock::now();
+      tokens_at_log_ = tokens_;
+      metrics_.write({{"step", step},
+                      {"loss", s.loss},
+                      {"lr", s.lr},
+                      {"grad_norm", s.grad_norm},
+                      {"tokens", tokens_},
+                      {"tokens_per_s", tokens_per_s},
+                      {"elapsed_s", elapsed}});
+      info(fmt::format(
+          "step {:>{}}/{} | loss {:.4f} | lr {:.2e} | grad norm {:.4f} | {} tok/s | elapsed {} | ETA {}",
+          step, std::to_string(t_.steps).size(), t_.steps, s.loss, s.lr, s.grad_norm,
+          format_rate(tokens_per_s), format_duration(elapsed), format_duration(eta)));
+    }
+    progress_.update(step, s.loss, eta);
+  }
+
+  void log_validation(double val_loss, int64_t windows, const std::string& val_file) {
+    metrics_.write({{"step", t_.steps}, {"val_loss", val_loss}, {"val_windows", windows}});
+    info(fmt::format("val_loss {:.4f} (perplexity {:.2f}) over {} windows of {} tokens of {}", val_loss,
+                     std::exp(val_loss), windows, t_.seq_len, val_file));
+  }
+
+ private:
+  const TrainConfig& t_;
+  std::shared_ptr<spdlog::logger> log_;
+  MetricsWriter metrics_;
+  ProgressBar progress_;
+  Clock::time_point start_ = Clock::now(), last_log_ = start_;
+  long long tokens_ = 0, tokens_at_log_ = 0;
+};
+
 }  // namespace
 
 bool is_kerple_parameter(const std::string& name) {
@@ -197,7 +300,7 @@ int project_kerple(model::GPT<float>& gpt) {
   for (const model::ParameterSpec& spec : gpt.parameter_table()) {
     if (!is_kerple_parameter(spec.name)) continue;
     float* p = gpt.params() + spec.offset;
-    for (size_t i = 0; i < spec.numel; ++i) p[i] = std::max(p[i], kKerpleMin);
+    for (size_t i = 0; i < spec.numel; ++i) p[i] = std::max(p[i], float(kernels::kKerpleMin));
     ++visited;
   }
   return visited;
@@ -227,90 +330,37 @@ void train(const TrainRequest& request) {
   validate(config);
   const std::string run_dir = choose_run_dir(request.run_dir, request.config_path);
   const TrainConfig& t = config.train;
-  const int B = t.micro_batch, T = t.seq_len;
-  auto log = make_logger();
+  const auto start = Clock::now();
 
   // Everything that can fail on input runs before the run directory exists.
   auto tokenizer = data::make_tokenizer(config.data.tokenizer);
-  const data::TokenWindows train_windows(data::tokenize_file(config.data.train, *tokenizer), T,
+  const data::TokenWindows train_windows(data::tokenize_file(config.data.train, *tokenizer), t.seq_len,
                                          config.data.train);
-  const data::TokenWindows val_windows(data::tokenize_file(config.data.val, *tokenizer), T, config.data.val);
+  const data::TokenWindows val_windows(data::tokenize_file(config.data.val, *tokenizer), t.seq_len,
+                                       config.data.val);
   model::GPT<float> gpt(config.model);
   gpt.init_parameters(t.seed);
-  gpt.allocate(B, T);
+  gpt.allocate(t.micro_batch, t.seq_len);
   model::AdamW<float> adamw(gpt.parameter_table(), {t.beta1, t.beta2, t.eps, t.weight_decay});
   const model::LrSchedule schedule{t.lr, t.min_lr, t.warmup_steps, t.steps};
 
   fs::create_directories(run_dir);
   write_file_atomic(fs::path(run_dir) / "config.yaml", resolved_config_text(config, request));
-  MetricsWriter metrics(fs::path(run_dir) / "metrics.jsonl");
+  StepLogger logger(fs::path(run_dir) / "metrics.jsonl", t);
+  logger.log_start(request.config_path, run_dir, config, gpt, *tokenizer, train_windows, val_windows);
 
-  log->info("dape train {} -> {}", request.config_path, run_dir);
-  for (const std::string& line : summary_lines(config)) log->info("  {}", line);
-  log->info("model: {} parameters, activation arena {:.1f} MiB for B={} T={}",
-            format_count(gpt.num_parameters()), gpt.arena_bytes() / 1048576.0, B, T);
-  log->info("data: train {} tokens ({} windows), val {} tokens ({} windows), tokenizer {}",
-            format_count(train_windows.num_tokens()), format_count(train_windows.num_windows()),
-            format_count(val_windows.num_tokens()), format_count(val_windows.num_windows()),
-            tokenizer->name());
-
-  std::vector<int32_t> inputs(static_cast<size_t>(B) * T), targets(inputs.size());
-  const long long tokens_per_step = static_cast<long long>(B) * T * t.grad_accum;
-  int64_t cursor = 0;
-  long long tokens = 0, tokens_at_log = 0;
-  const auto start = Clock::now();
-  auto last_log = start;
-  ProgressBar progress(t.steps);
-  for (int step = 1; step <= t.steps; ++step) {
-    gpt.zero_grad();
-    double loss = 0;
-    for (int m = 0; m < t.grad_accum; ++m) {
-      cursor = train_windows.train_batch(inputs.data(), targets.data(), B, t.seed, cursor);
-      float micro_loss = gpt.forward(inputs.data(), targets.data(), B, T);
-      if (!std::isfinite(micro_loss)) refuse_step(step, "loss", micro_loss, t);
-      gpt.backward(1.0f / static_cast<float>(t.grad_accum));
-      loss += micro_loss;
-    }
-    loss /= t.grad_accum;
-    const double grad_norm = model::clip_grad_norm(gpt.grads(), gpt.num_parameters(), t.clip);
-    if (!std::isfinite(grad_norm)) refuse_step(step, "grad norm", grad_norm, t);
-    const double lr = schedule.lr_at(step - 1);  // the n-th update uses lr(n - 1) (DAPE-SPEC §2.2)
-    adamw.step(gpt.params(), gpt.grads(), lr);
-    if (t.kerple_project) project_kerple(gpt);
-    tokens += tokens_per_step;
-
-    const double elapsed = seconds_since(start);
-    const double eta = elapsed / step * (t.steps - step);
-    if (step == 1 || step % t.log_every == 0 || step == t.steps) {
-      const double interval = std::chrono::duration<double>(Clock::now() - last_log).count();
-      const double tokens_per_s = interval > 0 ? (tokens - tokens_at_log) / interval : 0.0;
-      last_log = Clock::now();
-      tokens_at_log = tokens;
-      nlohmann::ordered_json record = {
-          {"step", step},           {"loss", loss},     {"lr", lr},
-          {"grad_norm", grad_norm}, {"tokens", tokens}, {"tokens_per_s", tokens_per_s},
-          {"elapsed_s", elapsed}};
-      metrics.write(record);
-      progress.clear();
-      log->info(
-          "step {:>{}}/{} | loss {:.4f} | lr {:.2e} | grad norm {:.4f} | {} tok/s | elapsed {} | ETA {}",
-          step, std::to_string(t.steps).size(), t.steps, loss, lr, grad_norm, format_rate(tokens_per_s),
-          format_duration(elapsed), format_duration(eta));
-    }
-    progress.update(step, loss, eta);
-  }
-  progress.clear();
+  Batch batch(t.micro_batch, t.seq_len);
+  for (int step = 1; step <= t.steps; ++step)
+    logger.log_step(step, train_step(step, gpt, adamw, schedule, train_windows, t, batch));
 
   int64_t n_val = 0;
-  const double val_loss = validation_loss(gpt, val_windows, B, &n_val);
+  const double val_loss = validation_loss(gpt, val_windows, t.micro_batch, &n_val);
   if (!std::isfinite(val_loss))
     throw Error(fmt::format("validation loss = {} is not finite after training", val_loss));
-  metrics.write({{"step", t.steps}, {"val_loss", val_loss}, {"val_windows", n_val}});
-  log->info("val_loss {:.4f} (perplexity {:.2f}) over {} windows of {} tokens of {}", val_loss,
-            std::exp(val_loss), n_val, T, config.data.val);
+  logger.log_validation(val_loss, n_val, config.data.val);
   write_weights(fs::path(run_dir) / "model.h5", gpt);
-  log->info("wrote {} in {}", (fs::path(run_dir) / "model.h5").string(),
-            format_duration(seconds_since(start)));
+  logger.info(fmt::format("wrote {} in {}", (fs::path(run_dir) / "model.h5").string(),
+                          format_duration(seconds_since(start))));
   std::fputs(plot_loss_curve(read_metrics(run_dir)).c_str(), stdout);
   std::fflush(stdout);
 }

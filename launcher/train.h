@@ -32,11 +32,9 @@ void train(const TrainRequest& request);
 // default is runs/<config stem>-<timestamp>, with -2, -3, ... appended if that exists. Creates nothing.
 std::string choose_run_dir(const std::string& requested, const std::string& config_path);
 
-// Kerple's forward clamp (DAPE-SPEC §3.4), which train.kerple_project applies to the stored values.
-inline constexpr float kKerpleMin = 0.01f;
 // Whether a parameter is a Kerple p or a (names ending in .pe.kerple.p, .a, .p_right, .a_right).
 bool is_kerple_parameter(const std::string& name);
-// Clamps every Kerple p, a of the model to >= kKerpleMin in place; returns how many tensors it visited.
+// Clamps every Kerple p, a of the model to >= kernels::kKerpleMin in place; returns how many tensors it visited.
 int project_kerple(model::GPT<float>& gpt);
 
 // One line of metrics.jsonl: the numeric fields by name.

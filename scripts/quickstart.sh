@@ -11,8 +11,10 @@ cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release
 cmake --build build --target dape -- -j"$(nproc)"
 
 run_dir="runs/quickstart-$(date +%Y%m%d-%H%M%S)"
-# OpenMP threads that outnumber the cores spin against each other; use the cores there are.
+# One OpenMP thread per core. OpenBLAS's own threads would compete with them (on a machine with many cores
+# but few free ones that costs 10x), and the tiny model's matrices are too small to gain from them.
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-$(nproc)}"
+export OPENBLAS_NUM_THREADS="${OPENBLAS_NUM_THREADS:-1}"
 ./build/dape train configs/tiny.yaml --run-dir "$run_dir" "$@"
 echo
 echo "quickstart: outputs in $run_dir (config.yaml, metrics.jsonl, model.h5); plot again with: build/dape plot $run_dir"

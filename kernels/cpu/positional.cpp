@@ -29,7 +29,7 @@ int key_end(int i, int T, bool causal) {
 
 template <typename F>
 F clamp_kerple(F x) {
-  return std::max(x, F(0.01));
+  return std::max(x, F(kKerpleMin));
 }
 
 // FIRE's row quantities: M(i) = max(m_i, Lambda) with m_i the largest distance row i sees,

@@ -62,6 +62,11 @@ const std::vector<BadConfig> kBadConfigs = {
      {"train.steps = (a list)", "expected an integer"}},
     {"scalar_for_section_in_file", {}, "model: 5\n" + data_section(), {"model = 5", "expected a map"}},
     {"missing_required_val", {}, "data:\n  train: " + kTrainText + "\n", {"data.val", "required"}},
+    {"key_set_twice_in_file",
+     {},
+     "model:\n  d_model: 64\nmodel.d_model: 96\n" + data_section(),
+     {"model.d_model = 96", "more than once"}},
+    {"empty_value", {"train.lr="}, "", {"train.lr = '': expected a number"}},
     {"yaml_syntax_error", {}, "model:\n  n_layers: [2\n", {"not valid YAML", "line"}},
 };
 

@@ -192,7 +192,7 @@ TEST(KerpleProjection, ClampsOnlyKerpleParameters) {
   ASSERT_EQ(matched, 8) << "the model's Kerple tensor names changed";
   EXPECT_EQ(project_kerple(gpt), 8);
   for (const model::ParameterSpec& spec : gpt.parameter_table()) {
-    const float expected = is_kerple_parameter(spec.name) ? kKerpleMin : -1.0f;
+    const float expected = is_kerple_parameter(spec.name) ? float(kernels::kKerpleMin) : -1.0f;
     const float* p = gpt.params() + spec.offset;
     for (size_t i = 0; i < spec.numel; ++i) ASSERT_EQ(p[i], expected) << spec.name;
   }
