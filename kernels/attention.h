@@ -69,6 +69,14 @@ void attention_forward_inference(F* out, const F* qkv, const PositionalTensors<c
                                  const DapeTensors<const F*>& dape, const AttentionSpec& spec,
                                  int query_block);
 
+// attention_query_components: what the paper's Figure 1 plots, for query i of batch element b and every head:
+// the scaled scores s (NH,n), the positional bias beta (NH,n) (zeros without one) and the DAPE MLP output
+// f(s, beta) (NH,n) (zeros without DAPE), n = the keys query i attends to. All written.
+template <typename F>
+void attention_query_components(F* scores, F* bias, F* dape_out, const F* qkv,
+                                const PositionalTensors<const F*>& pe, const DapeTensors<const F*>& dape,
+                                const AttentionSpec& spec, int b, int i);
+
 // attention_backward: dqkv (B,T,3C) written (=); positional and DAPE parameter gradients +=.
 template <typename F>
 void attention_backward(F* dqkv, const PositionalTensors<F*>& dpe, const DapeTensors<F*>& ddape,

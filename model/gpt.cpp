@@ -35,6 +35,17 @@ struct LayerActivations {
   F* residual3;       // (B,T,C) the layer's output
 };
 
+// evaluate()'s activations: O(B T C), views into one buffer.
+template <typename F>
+struct EvalBuffers {
+  F *residual, *ln, *atty;  // (B,T,C)
+  F* qkv;                   // (B,T,3C)
+  F* fch;                   // (B,T,4C), sharing qkv's space
+  F *mean, *rstd;           // (B,T)
+  F* logits;                // (head_rows, V)
+  int query_block, head_rows;
+};
+
 }  // namespace
 
 template <typename F>
@@ -87,6 +98,47 @@ struct GPT<F>::State {
     t.dape.fc1_weight = f("dape.fc1.weight"), t.dape.fc1_bias = f("dape.fc1.bias");
     t.dape.fc2_weight = f("dape.fc2.weight"), t.dape.fc2_bias = f("dape.fc2.bias");
     return t;
+  }
+
+  EvalBuffers<F> eval_buffers(int B_, int T_) {
+    const size_t N = size_t(B_) * T_, NC = N * config.d_model, V = config.vocab_size;
+    EvalBuffers<F> e;
+    // Query blocks of the attention and row blocks of the head, each about 2^22 values.
+    e.query_block = std::max(1, int((size_t(1) << 22) / (size_t(config.n_heads) * T_)));
+    e.head_rows = std::max(1, int((size_t(1) << 22) / V));
+    eval_buffer.resize(NC * 7 + 2 * N + size_t(e.head_rows) * V);
+    e.residual = eval_buffer.data();
+    e.ln = e.residual + NC;
+    e.atty = e.ln + NC;
+    e.qkv = e.atty + NC;
+    e.fch = e.qkv;  // qkv is dead once the attention ran
+    e.mean = e.qkv + 4 * NC;
+    e.rstd = e.mean + N;
+    e.logits = e.rstd + N;
+    return e;
+  }
+
+  // The embedding and the first `layers` blocks of the evaluation forward; the result is in e.residual.
+  void eval_layers(const EvalBuffers<F>& e, const int32_t* inputs, int B_, int T_, int layers) {
+    const int C = config.d_model, N = B_ * T_;
+    const size_t NC = size_t(N) * C;
+    k::AttentionSpec spec = attention_spec();
+    spec.B = B_, spec.T = T_;
+    std::vector<int32_t> tokens(inputs, inputs + N);
+    k::encoder_forward(e.residual, tokens.data(), find(params, "embed.weight"), N, C);
+    for (int l = 0; l < layers; ++l) {
+      const LayerTensors<const F*> w = layer_tensors<const F*>(params, l);
+      k::layernorm_forward(e.ln, e.mean, e.rstd, e.residual, w.ln1_weight, w.ln1_bias, N, C);
+      k::matmul_forward(e.qkv, e.ln, w.qkv_weight, w.qkv_bias, N, C, 3 * C);
+      k::attention_forward_inference(e.atty, e.qkv, w.pe, w.dape, spec, e.query_block);
+      k::matmul_forward(e.ln, e.atty, w.proj_weight, w.proj_bias, N, C, C);
+      k::residual_forward(e.residual, e.residual, e.ln, NC);
+      k::layernorm_forward(e.ln, e.mean, e.rstd, e.residual, w.ln2_weight, w.ln2_bias, N, C);
+      k::matmul_forward(e.fch, e.ln, w.fc_weight, w.fc_bias, N, C, 4 * C);
+      k::gelu_forward(e.fch, e.fch, NC * 4);
+      k::matmul_forward(e.ln, e.fch, w.fcproj_weight, w.fcproj_bias, N, 4 * C, C);
+      k::residual_forward(e.residual, e.residual, e.ln, NC);
+    }
   }
 
   k::AttentionSpec attention_spec() const {
@@ -292,51 +344,49 @@ const F* GPT<F>::logits() const {
 template <typename F>
 F GPT<F>::evaluate(const int32_t* inputs, const int32_t* targets, int B, int T, F* position_losses) {
   auto& s = *state_;
-  const int C = s.config.d_model, V = s.config.vocab_size, L = s.config.n_layers;
+  const int C = s.config.d_model, V = s.config.vocab_size;
   const int N = B * T;
   check_token_ids(inputs, targets, N, V);
-  // Query blocks of the attention and row blocks of the head, each about 2^22 values.
-  const int query_block = std::max(1, int((size_t(1) << 22) / (size_t(s.config.n_heads) * T)));
-  const int head_rows = std::max(1, int((size_t(1) << 22) / V));
-  const size_t NC = size_t(N) * C;
-  s.eval_buffer.resize(NC * 8 + 2 * size_t(N) + size_t(head_rows) * V);
-  F* residual = s.eval_buffer.data();  // (N,C) the residual stream
-  F* ln = residual + NC;               // (N,C)
-  F* atty = ln + NC;                   // (N,C)
-  F* qkv = atty + NC;                  // (N,3C)
-  F* fch = qkv + 3 * NC;               // (N,4C) shares the qkv space: qkv is dead once attention ran
-  F* mean = qkv + 4 * NC;              // (N)
-  F* rstd = mean + N;                  // (N)
-  F* logits = rstd + N;                // (head_rows, V)
-  std::vector<int32_t> tokens(inputs, inputs + N);
-
-  k::AttentionSpec spec = s.attention_spec();
-  spec.B = B, spec.T = T;
-  k::encoder_forward(residual, tokens.data(), s.find(s.params, "embed.weight"), N, C);
-  for (int l = 0; l < L; ++l) {
-    const LayerTensors<const F*> w = s.template layer_tensors<const F*>(s.params, l);
-    k::layernorm_forward(ln, mean, rstd, residual, w.ln1_weight, w.ln1_bias, N, C);
-    k::matmul_forward(qkv, ln, w.qkv_weight, w.qkv_bias, N, C, 3 * C);
-    k::attention_forward_inference(atty, qkv, w.pe, w.dape, spec, query_block);
-    k::matmul_forward(ln, atty, w.proj_weight, w.proj_bias, N, C, C);
-    k::residual_forward(residual, residual, ln, NC);
-    k::layernorm_forward(ln, mean, rstd, residual, w.ln2_weight, w.ln2_bias, N, C);
-    k::matmul_forward(fch, ln, w.fc_weight, w.fc_bias, N, C, 4 * C);
-    k::gelu_forward(fch, fch, NC * 4);
-    k::matmul_forward(ln, fch, w.fcproj_weight, w.fcproj_bias, N, 4 * C, C);
-    k::residual_forward(residual, residual, ln, NC);
-  }
-  k::layernorm_forward(ln, mean, rstd, residual, s.find(s.params, "ln_f.weight"),
+  const EvalBuffers e = s.eval_buffers(B, T);
+  s.eval_layers(e, inputs, B, T, s.config.n_layers);
+  k::layernorm_forward(e.ln, e.mean, e.rstd, e.residual, s.find(s.params, "ln_f.weight"),
                        s.find(s.params, "ln_f.bias"), N, C);
   const F* head = s.find(s.params, "head.weight");
   double sum = 0;
-  for (int r0 = 0; r0 < N; r0 += head_rows) {
-    const int rows = std::min(head_rows, N - r0);
-    k::matmul_forward(logits, ln + size_t(r0) * C, head, static_cast<const F*>(nullptr), rows, C, V);
-    k::crossentropy_forward(position_losses + r0, logits, targets + r0, rows, V);
+  for (int r0 = 0; r0 < N; r0 += e.head_rows) {
+    const int rows = std::min(e.head_rows, N - r0);
+    k::matmul_forward(e.logits, e.ln + size_t(r0) * C, head, static_cast<const F*>(nullptr), rows, C, V);
+    k::crossentropy_forward(position_losses + r0, e.logits, targets + r0, rows, V);
     for (int r = 0; r < rows; ++r) sum += position_losses[r0 + r];
   }
   return F(sum / N);
+}
+
+template <typename F>
+typename GPT<F>::AttentionProbe GPT<F>::probe_attention(const int32_t* inputs, int T, int layer, int query) {
+  auto& s = *state_;
+  if (layer < 0 || layer >= s.config.n_layers)
+    throw Error("layer " + std::to_string(layer) + " does not exist; the model has " +
+                std::to_string(s.config.n_layers) + " layers (0-based)");
+  if (query < 0 || query >= T)
+    throw Error("query " + std::to_string(query) + " is outside the sequence of " + std::to_string(T) +
+                " tokens");
+  check_token_ids(inputs, nullptr, T, s.config.vocab_size);
+  const EvalBuffers e = s.eval_buffers(1, T);
+  s.eval_layers(e, inputs, 1, T, layer);
+  const LayerTensors<const F*> w = s.template layer_tensors<const F*>(s.params, layer);
+  const int C = s.config.d_model;
+  k::layernorm_forward(e.ln, e.mean, e.rstd, e.residual, w.ln1_weight, w.ln1_bias, T, C);
+  k::matmul_forward(e.qkv, e.ln, w.qkv_weight, w.qkv_bias, T, C, 3 * C);
+  k::AttentionSpec spec = s.attention_spec();
+  spec.B = 1, spec.T = T;
+  AttentionProbe probe;
+  probe.n_keys = s.config.causal ? query + 1 : T;
+  const size_t size = size_t(s.config.n_heads) * probe.n_keys;
+  probe.scores.resize(size), probe.bias.resize(size), probe.dape.resize(size);
+  k::attention_query_components(probe.scores.data(), probe.bias.data(), probe.dape.data(), e.qkv, w.pe,
+                                w.dape, spec, 0, query);
+  return probe;
 }
 
 template <typename F>

@@ -53,6 +53,15 @@ class GPT {
   // arena.
   F evaluate(const int32_t* inputs, const int32_t* targets, int B, int T, F* position_losses);
 
+  // What the paper's Figure 1 shows for one layer and one query of the sequence `inputs` (T tokens): per
+  // head, over the n_keys keys the query attends to, the scaled scores, the positional bias and the DAPE
+  // output (each (NH, n_keys), head-major; bias and dape are zeros where the PE has none).
+  struct AttentionProbe {
+    int n_keys = 0;
+    std::vector<F> scores, bias, dape;
+  };
+  AttentionProbe probe_attention(const int32_t* inputs, int T, int layer, int query);
+
   void zero_grad();
   // grads += d(loss_scale * mean loss)/d params for the last forward (which must have had targets).
   // With gradient accumulation over n micro-batches, pass loss_scale = 1/n.

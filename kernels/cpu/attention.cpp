@@ -289,6 +289,34 @@ void attention_forward_inference(F* out, const F* qkv, const PositionalTensors<c
 }
 
 template <typename F>
+void attention_query_components(F* scores, F* bias, F* dape_out, const F* qkv,
+                                const PositionalTensors<const F*>& pe, const DapeTensors<const F*>& dape,
+                                const AttentionSpec& s, int b, int i) {
+  const int T = s.T, NH = s.NH, C = NH * s.HS;
+  const int n = s.causal ? i + 1 : T;
+  const F scale = F(1) / std::sqrt(F(s.HS));
+  std::vector<F> q(size_t(s.B) * T * C), k(q.size()), v(q.size());
+  split_heads(q.data(), k.data(), v.data(), qkv, s, false);
+  for (int h = 0; h < NH; ++h) score_row(scores + size_t(h) * n, q.data(), k.data(), b, h, i, n, s, scale);
+  std::vector<F> bias_rows(size_t(NH) * T, F(0));
+  if (has_bias(s)) bias_forward_rows(bias_rows.data(), pe, s.bias_spec(), i, i + 1);
+  for (int h = 0; h < NH; ++h)
+    std::copy(bias_rows.begin() + size_t(h) * T, bias_rows.begin() + size_t(h) * T + n, bias + size_t(h) * n);
+  std::fill(dape_out, dape_out + size_t(NH) * n, F(0));
+  if (s.dape == DapeMode::off) return;
+  // f = logits - s - (beta where the variant adds it), from the same code path as the forward.
+  RowWorkspace<F> ws(s);
+  row_logits(ws, RowView<F>{scores, size_t(n), bias, size_t(n)}, dape, n, s);
+  for (int h = 0; h < NH; ++h)
+    for (int j = 0; j < n; ++j) {
+      const size_t e = size_t(h) * n + j;
+      F f = ws.logits[e] - scores[e];
+      if (has_bias(s) && bias_in_residual(s.dape)) f -= bias[e];
+      dape_out[e] = f;
+    }
+}
+
+template <typename F>
 void attention_backward(F* dqkv, const PositionalTensors<F*>& dpe, const DapeTensors<F*>& ddape,
                         const AttentionScratch<F>& scratch, const F* dout, const AttentionSaved<F>& saved,
                         const PositionalTensors<const F*>& pe, const DapeTensors<const F*>& dape,
@@ -485,16 +513,18 @@ void attention_backward(F* dqkv, const PositionalTensors<F*>& dpe, const DapeTen
     }
 }
 
-#define DAPE_INSTANTIATE(F)                                                                             \
-  template void attention_forward<F>(F*, const AttentionSaved<F>&, const F*,                            \
-                                     const PositionalTensors<const F*>&, const DapeTensors<const F*>&,  \
-                                     const AttentionSpec&);                                             \
-  template void attention_backward<F>(F*, const PositionalTensors<F*>&, const DapeTensors<F*>&,         \
-                                      const AttentionScratch<F>&, const F*, const AttentionSaved<F>&,   \
-                                      const PositionalTensors<const F*>&, const DapeTensors<const F*>&, \
-                                      const AttentionSpec&);                                            \
-  template void attention_forward_inference<F>(F*, const F*, const PositionalTensors<const F*>&,        \
-                                               const DapeTensors<const F*>&, const AttentionSpec&, int);
+#define DAPE_INSTANTIATE(F)                                                                              \
+  template void attention_forward<F>(F*, const AttentionSaved<F>&, const F*,                             \
+                                     const PositionalTensors<const F*>&, const DapeTensors<const F*>&,   \
+                                     const AttentionSpec&);                                              \
+  template void attention_backward<F>(F*, const PositionalTensors<F*>&, const DapeTensors<F*>&,          \
+                                      const AttentionScratch<F>&, const F*, const AttentionSaved<F>&,    \
+                                      const PositionalTensors<const F*>&, const DapeTensors<const F*>&,  \
+                                      const AttentionSpec&);                                             \
+  template void attention_forward_inference<F>(F*, const F*, const PositionalTensors<const F*>&,         \
+                                               const DapeTensors<const F*>&, const AttentionSpec&, int); \
+  template void attention_query_components<F>(F*, F*, F*, const F*, const PositionalTensors<const F*>&,  \
+                                              const DapeTensors<const F*>&, const AttentionSpec&, int, int);
 DAPE_INSTANTIATE(float)
 DAPE_INSTANTIATE(double)
 #undef DAPE_INSTANTIATE

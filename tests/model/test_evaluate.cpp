@@ -2,6 +2,7 @@
 // as the training forward, for every positional encoding, causal and bidirectional.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <vector>
 
@@ -35,7 +36,8 @@ TEST(Evaluate, MatchesTheTrainingForwardForEveryPositionalEncoding) {
   }
 }
 
-// The blocked attention equals the materialised one for block sizes that do and do not divide T.
+// The blocked attention equals the materialised one for block sizes that do and do not divide T, and the
+// per-query components (the paper's Figure 1) reproduce the materialised forward.
 TEST(Evaluate, AttentionInQueryBlocksEqualsTheMaterialisedAttention) {
   for (bool causal : {true, false}) {
     model::ModelConfig base = testing::gradcheck_config();
@@ -77,6 +79,30 @@ TEST(Evaluate, AttentionInQueryBlocksEqualsTheMaterialisedAttention) {
       kernels::attention_forward(expected.data(),
                                  {q.data(), k.data(), v.data(), scores.data(), probs.data(), bias.data()},
                                  qkv.data(), pe, dape, spec);
+      // The Figure-1 components of one query reproduce the forward's saved scores, bias and probabilities.
+      const int b = 1, i = 6, n = causal ? i + 1 : spec.T, NH = spec.NH, T = spec.T;
+      std::vector<double> cs(size_t(NH) * n), cb(cs.size()), cf(cs.size());
+      kernels::attention_query_components(cs.data(), cb.data(), cf.data(), qkv.data(), pe, dape, spec, b, i);
+      for (int h = 0; h < NH; ++h) {
+        const size_t row = ((size_t(b) * NH + h) * T + i) * T;
+        std::vector<double> logits(n);
+        for (int j = 0; j < n; ++j) {
+          const size_t e = size_t(h) * n + j;
+          ASSERT_NEAR(cs[e], scores[row + j], 1e-14) << testing::describe(config);
+          if (spec.pe != kernels::PeKind::none && spec.pe != kernels::PeKind::rope)
+            ASSERT_NEAR(cb[e], bias[(size_t(h) * T + i) * T + j], 1e-14) << testing::describe(config);
+          else
+            ASSERT_EQ(cb[e], 0.0);
+          if (spec.dape == kernels::DapeMode::off) ASSERT_EQ(cf[e], 0.0);
+          const bool bias_added = spec.dape != kernels::DapeMode::concat;
+          logits[j] = cs[e] + (bias_added ? cb[e] : 0.0) + cf[e];
+        }
+        const double maxv = *std::max_element(logits.begin(), logits.end());
+        double sum = 0;
+        for (double& l : logits) sum += (l = std::exp(l - maxv));
+        for (int j = 0; j < n; ++j)
+          ASSERT_NEAR(logits[j] / sum, probs[row + j], 1e-13) << testing::describe(config) << " head " << h;
+      }
       for (int block : {1, 3, 11, 64}) {
         kernels::attention_forward_inference(out.data(), qkv.data(), pe, dape, spec, block);
         for (size_t i = 0; i < out.size(); ++i)
