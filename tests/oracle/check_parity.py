@@ -58,7 +58,10 @@ def check_pair(model_h5, ours_h5, rtol, top):
     rows.sort(key=lambda r: (-r[0] if np.isfinite(r[0]) else -np.inf, r[1]))
 
     B, T = inputs.shape
-    print("config: %s  causal=%s  B=%d T=%d" % (model.config.pe, model.config.causal, B, T))
+    pe = model.config.pe
+    if pe.startswith("dape-") and pe != "dape-nope":
+        pe += "/" + model.config.dape_variant
+    print("config: %s  causal=%s  B=%d T=%d" % (pe, model.config.causal, B, T))
     print("%-44s %12s" % ("tensor", "rel"))
     print("%-44s %12.3e   (ours %.10g, oracle %.10g)" % ("loss", loss_rel, our_loss, loss))
     for rel, n, zero in rows[:top]:
