@@ -123,8 +123,36 @@ void write_dataset(hid_t file, const std::string& path, const std::string& name,
   if (!dataset.valid()) {
     throw Error(where + ": cannot create it" + hdf5_detail());
   }
-  if (count > 0 && H5Dwrite(dataset.get(), memory_type, H5S_ALL, H5S_ALL, H5P_DEFAULT, data) < 0) {
-    throw Error(where + ": write failed" + hdf5_detail() + "; check free disk space");
+  if (count == 0) return;
+  // A large dataset goes in slabs of whole rows (dim 0). The thread-safe HDF5 library holds one global lock
+  // for each call, so a checkpoint written in the background then blocks another thread's HDF5 reads (the
+  // shard loader's) for one slab at a time, not for a whole embedding matrix.
+  constexpr size_t kSlabBytes = size_t{8} << 20;
+  const size_t element_bytes = H5Tget_size(memory_type);
+  const hsize_t rows = dims.empty() ? 1 : dims[0];
+  const size_t row_bytes = static_cast<size_t>(count) / rows * element_bytes;
+  const hsize_t slab_rows = std::max<hsize_t>(1, kSlabBytes / std::max<size_t>(row_bytes, 1));
+  if (dims.empty() || slab_rows >= rows) {
+    if (H5Dwrite(dataset.get(), memory_type, H5S_ALL, H5S_ALL, H5P_DEFAULT, data) < 0) {
+      throw Error(where + ": write failed" + hdf5_detail() + "; check free disk space");
+    }
+    return;
+  }
+  for (hsize_t first = 0; first < rows; first += slab_rows) {
+    std::vector<hsize_t> start(dims.size(), 0), extent = dims;
+    start[0] = first;
+    extent[0] = std::min(slab_rows, rows - first);
+    const hsize_t values = static_cast<hsize_t>(extent[0] * (row_bytes / element_bytes));
+    Handle file_space(H5Dget_space(dataset.get()), H5Sclose);
+    Handle memory_space(H5Screate_simple(1, &values, nullptr), H5Sclose);
+    const char* slab = static_cast<const char*>(data) + first * row_bytes;
+    if (!file_space.valid() || !memory_space.valid() ||
+        H5Sselect_hyperslab(file_space.get(), H5S_SELECT_SET, start.data(), nullptr, extent.data(), nullptr) <
+            0 ||
+        H5Dwrite(dataset.get(), memory_type, memory_space.get(), file_space.get(), H5P_DEFAULT, slab) < 0) {
+      throw Error(where + ": write of rows " + std::to_string(first) + ".." +
+                  std::to_string(first + extent[0]) + " failed" + hdf5_detail() + "; check free disk space");
+    }
   }
 }
 

@@ -1,4 +1,5 @@
-// TokenWindows: windows of T+1 tokens over one stream, and their per-epoch training order.
+// WindowSource: windows of T+1 tokens over one stream and their per-epoch training order; TokenWindows,
+// the in-memory stream.
 //
 // The order is specified here, not by the standard library, so it is the same with every compiler:
 //   mix64(z)            the splitmix64 finaliser
@@ -78,48 +79,95 @@ const std::vector<int64_t>& epoch_order(int64_t num_windows, uint64_t seed, int6
 
 }  // namespace
 
-TokenWindows::TokenWindows(std::vector<int32_t> tokens, int T, std::string source)
-    : tokens_(std::move(tokens)), T_(T), num_windows_(0), source_(std::move(source)) {
-  if (T_ < 1) {
-    throw Error("data: sequence length " + std::to_string(T_) + " for '" + source_ +
+int64_t window_at(int64_t num_windows, uint64_t seed, int64_t cursor) {
+  DAPE_ASSERT(num_windows > 0 && cursor >= 0);
+  const std::vector<int64_t>& order = epoch_order(num_windows, seed, cursor / num_windows);
+  return order[static_cast<size_t>(cursor % num_windows)];
+}
+
+void WindowSource::init_windows(int T) {
+  if (T < 1) {
+    throw Error("data: sequence length " + std::to_string(T) + " for '" + source() +
                 "' must be at least 1; set the model's sequence length to a positive value");
   }
-  const size_t window_tokens = static_cast<size_t>(T_) + 1;
-  if (tokens_.size() < window_tokens) {
-    throw Error("data: '" + source_ + "' holds " + std::to_string(tokens_.size()) +
+  const uint64_t window_tokens = static_cast<uint64_t>(T) + 1;
+  if (num_tokens() < window_tokens) {
+    throw Error("data: '" + source() + "' holds " + std::to_string(num_tokens()) +
                 " tokens, fewer than one window of T+1 = " + std::to_string(window_tokens) +
-                "; use a longer text or a shorter sequence length");
+                "; use more data or a shorter sequence length (train.seq_len)");
   }
+  T_ = T;
   // Window w covers [w*T, w*T + T], so the last full window needs w*T + T <= n - 1.
-  num_windows_ = static_cast<int64_t>((tokens_.size() - 1) / static_cast<size_t>(T_));
+  num_windows_ = static_cast<int64_t>((num_tokens() - 1) / static_cast<uint64_t>(T));
 }
 
-int64_t TokenWindows::train_batch(int32_t* inputs, int32_t* targets, int B, uint64_t seed,
-                                  int64_t cursor) const {
+int64_t WindowSource::train_batch(int32_t* inputs, int32_t* targets, int B, uint64_t seed, int64_t cursor,
+                                  int rank, int world) const {
   if (B < 1) {
-    throw Error("data: batch size " + std::to_string(B) + " for '" + source_ + "' must be at least 1");
+    throw Error("data: batch size " + std::to_string(B) + " for '" + source() + "' must be at least 1");
   }
   if (cursor < 0) {
-    throw Error("data: training cursor " + std::to_string(cursor) + " for '" + source_ +
+    throw Error("data: training cursor " + std::to_string(cursor) + " for '" + source() +
                 "' is negative; the resume state is corrupt, resume from another checkpoint");
   }
-  for (int b = 0; b < B; ++b) {
-    const int64_t position = cursor + b;
-    const std::vector<int64_t>& order = epoch_order(num_windows_, seed, position / num_windows_);
-    eval_window(inputs + static_cast<size_t>(b) * T_, targets + static_cast<size_t>(b) * T_,
-                order[static_cast<size_t>(position % num_windows_)]);
+  if (world < 1 || rank < 0 || rank >= world) {
+    throw Error("data: rank " + std::to_string(rank) + " of " + std::to_string(world) +
+                " data-parallel ranks for '" + source() +
+                "' is outside [0, world); check the parallel layout");
   }
-  return cursor + B;
+  for (int b = 0; b < B; ++b) {
+    const int64_t position = cursor + static_cast<int64_t>(b) * world + rank;
+    eval_window(inputs + static_cast<size_t>(b) * T_, targets + static_cast<size_t>(b) * T_,
+                window_at(num_windows_, seed, position));
+  }
+  return cursor + static_cast<int64_t>(B) * world;
 }
 
-void TokenWindows::eval_window(int32_t* inputs, int32_t* targets, int64_t w) const {
+void WindowSource::eval_window(int32_t* inputs, int32_t* targets, int64_t w) const {
   if (w < 0 || w >= num_windows_) {
-    throw Error("data: window " + std::to_string(w) + " of '" + source_ + "' is outside [0, " +
+    throw Error("data: window " + std::to_string(w) + " of '" + source() + "' is outside [0, " +
                 std::to_string(num_windows_) + ")");
   }
-  const int32_t* window = tokens_.data() + static_cast<size_t>(w) * T_;
-  std::copy(window, window + T_, inputs);
-  std::copy(window + 1, window + T_ + 1, targets);
+  eval_window(inputs, targets, w, T_);
+}
+
+int64_t WindowSource::num_eval_windows(int L) const {
+  if (L < 1 || num_tokens() < static_cast<uint64_t>(L) + 1) return 0;
+  return static_cast<int64_t>((num_tokens() - 1) / static_cast<uint64_t>(L));
+}
+
+void WindowSource::eval_window(int32_t* inputs, int32_t* targets, int64_t w, int L) const {
+  const int64_t n = num_eval_windows(L);
+  if (L < 1 || w < 0 || w >= n) {
+    throw Error("data: evaluation window " + std::to_string(w) + " of length " + std::to_string(L) + " of '" +
+                source() + "' is outside [0, " + std::to_string(n) + "); '" + source() + "' holds " +
+                std::to_string(num_tokens()) + " tokens, use fewer or shorter evaluation windows");
+  }
+  const size_t L1 = static_cast<size_t>(L);
+  // One read of the L+1 tokens; input and target are its two overlapping slices.
+  thread_local std::vector<int32_t> window;
+  window.resize(L1 + 1);
+  read_tokens(static_cast<uint64_t>(w) * L1, L + 1, window.data());
+  std::copy(window.begin(), window.begin() + L, inputs);
+  std::copy(window.begin() + 1, window.end(), targets);
+}
+
+TokenWindows::TokenWindows(std::vector<int32_t> tokens, int T, std::string source, int vocab_size,
+                           std::string tokenizer)
+    : tokens_(std::move(tokens)),
+      source_(std::move(source)),
+      vocab_size_(vocab_size),
+      tokenizer_(std::move(tokenizer)) {
+  init_windows(T);
+  if (vocab_size_ <= 0) vocab_size_ = *std::max_element(tokens_.begin(), tokens_.end()) + 1;
+}
+
+void TokenWindows::read_tokens(uint64_t first, int64_t count, int32_t* out) const {
+  if (count < 0 || first > tokens_.size() || static_cast<uint64_t>(count) > tokens_.size() - first) {
+    throw Error("data: tokens [" + std::to_string(first) + ", " + std::to_string(first + count) + ") of '" +
+                source_ + "' are outside the stream of " + std::to_string(tokens_.size()) + " tokens");
+  }
+  std::copy_n(tokens_.data() + first, count, out);
 }
 
 }  // namespace dape::data

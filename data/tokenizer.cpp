@@ -6,6 +6,7 @@
 #include <sstream>
 
 #include "data/data.h"
+#include "data/gpt2_tokenizer.h"
 #include "kernels/error.h"
 
 namespace dape::data {
@@ -32,7 +33,8 @@ std::string ByteTokenizer::decode(const std::vector<int32_t>& ids) const {
 
 std::unique_ptr<Tokenizer> make_tokenizer(const std::string& name) {
   if (name == "byte") return std::make_unique<ByteTokenizer>();
-  throw ConfigError("data.tokenizer: unknown tokenizer '" + name + "'; expected one of: byte");
+  if (name == "gpt2") return std::make_unique<Gpt2Tokenizer>(Gpt2Tokenizer::default_dir());
+  throw ConfigError("data.tokenizer: unknown tokenizer '" + name + "'; expected one of: byte, gpt2");
 }
 
 std::vector<int32_t> tokenize_file(const std::string& path, const Tokenizer& tokenizer) {

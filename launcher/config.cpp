@@ -223,12 +223,21 @@ std::vector<ConfigKey> build_schema() {
           "train.kerple_project", [](RunConfig& c) -> bool& { return c.train.kerple_project; },
           "clamp the stored Kerple p, a to >= 0.01 after every step; false: only the forward "
           "clamps and the raw values may drift below (DAPE-SPEC §3.4)"),
+      int_key(
+          "train.ckpt_every", [](RunConfig& c) -> int& { return c.train.ckpt_every; },
+          "write a checkpoint to RUN_DIR/checkpoints every N steps, in the background; the final one is "
+          "always written; 0: final only; >= 0"),
+      int_key(
+          "train.keep_last", [](RunConfig& c) -> int& { return c.train.keep_last; },
+          "checkpoints kept (older ones are removed once a new one is complete); 0: keep all; >= 0"),
       string_key(
           "data.train", [](RunConfig& c) -> std::string& { return c.data.train; },
-          "training text file (required); relative to the config file's folder"),
+          "training text file, or a directory from `dape prepare` (its train split) (required); relative to "
+          "the config file's folder"),
       string_key(
           "data.val", [](RunConfig& c) -> std::string& { return c.data.val; },
-          "validation text file (required); the final val_loss averages up to 64 windows of it"),
+          "validation text file, or a directory from `dape prepare` (its val split) (required); the final "
+          "val_loss averages up to 64 windows of it"),
       string_key(
           "data.tokenizer", [](RunConfig& c) -> std::string& { return c.data.tokenizer; },
           "tokenizer: byte (one token per byte, vocabulary 256)"),
@@ -317,7 +326,9 @@ void check_data_file(const std::string& key, const std::string& path) {
   std::error_code ec;
   fs::file_status st = fs::status(path, ec);
   if (!fs::exists(st)) fail(key, path, "file not found; expected an existing text file");
-  if (!fs::is_regular_file(st)) fail(key, path, "not a regular file; expected a text file");
+  if (data::is_prepared_dataset(path)) return;  // shards, checked when they are opened
+  if (!fs::is_regular_file(st))
+    fail(key, path, "not a regular file; expected a text file or a directory written by `dape prepare`");
 }
 
 std::string absolute_path(const std::string& path, const fs::path& base) {
@@ -446,6 +457,12 @@ void validate(const RunConfig& config) {
   if (t.beta1 < 0 || t.beta1 >= 1) fail("train.beta1", format_number(t.beta1), "expected 0 <= beta1 < 1");
   if (t.beta2 < 0 || t.beta2 >= 1) fail("train.beta2", format_number(t.beta2), "expected 0 <= beta2 < 1");
   if (!(t.eps > 0)) fail("train.eps", format_number(t.eps), "expected a positive number");
+  if (t.ckpt_every < 0)
+    fail("train.ckpt_every", std::to_string(t.ckpt_every),
+         "expected an integer >= 0 (0: only the final checkpoint)");
+  if (t.keep_last < 0)
+    fail("train.keep_last", std::to_string(t.keep_last),
+         "expected an integer >= 0 (0: keep every checkpoint)");
 
   model::validate(config.model);
 

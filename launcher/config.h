@@ -31,6 +31,8 @@ struct TrainConfig {
   uint64_t seed = 1234;  // initial weights and data order
   int log_every = 10;
   bool kerple_project = false;  // project stored Kerple p, a to >= 0.01 after every step
+  int ckpt_every = 0;           // a checkpoint every N steps (the final one is always written); 0: final only
+  int keep_last = 3;            // checkpoints kept in RUN_DIR/checkpoints; 0: all
 };
 
 // The data.* keys. Paths are absolute once load_config returns.

@@ -6,6 +6,7 @@
 #include <string>
 
 #include "kernels/error.h"
+#include "launcher/commands.h"
 #include "launcher/launcher.h"
 
 namespace {
@@ -44,6 +45,14 @@ int main(int argc, char** argv) {
   CLI::App* plot_cmd = app.add_subcommand("plot", "print the loss curve of a run directory");
   plot_cmd->add_option("run_dir", plot_dir, "run directory (or its metrics.jsonl)")->required();
 
+  add_eval_command(app);
+  add_visualize_command(app);
+  add_inspect_command(app);
+  add_export_command(app);
+  add_prepare_command(app);
+  add_corpus_command(app);
+  add_tokenize_command(app);
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {
@@ -52,6 +61,10 @@ int main(int argc, char** argv) {
     return app.exit(e);
   } catch (const CLI::ParseError& e) {
     return print_error(std::string(e.what()) + " (see dape --help)", kExitConfigError);
+  } catch (const dape::ConfigError& e) {  // from a subcommand's callback
+    return print_error(e.what(), kExitConfigError);
+  } catch (const std::exception& e) {
+    return print_error(e.what(), kExitError);
   }
 
   try {

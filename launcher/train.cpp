@@ -18,6 +18,7 @@
 #include "data/data.h"
 #include "kernels/error.h"
 #include "kernels/positional.h"
+#include "launcher/run_state.h"
 #include "model/optimizer.h"
 
 namespace dape::launcher {
@@ -68,10 +69,11 @@ void write_file_atomic(const fs::path& path, const std::string& text) {
   }
 }
 
-// metrics.jsonl: one JSON object per line, flushed at once so a crash loses no logged step.
+// metrics.jsonl: one JSON object per line, flushed at once so a crash loses no logged step. Appends: a
+// resumed run continues the file (truncate_metrics cut it at the checkpoint's step).
 class MetricsWriter {
  public:
-  explicit MetricsWriter(const fs::path& path) : path_(path.string()), file_(std::fopen(path_.c_str(), "w")) {
+  explicit MetricsWriter(const fs::path& path) : path_(path.string()), file_(std::fopen(path_.c_str(), "a")) {
     if (!file_) throw Error(path_ + ": cannot create file");
   }
   ~MetricsWriter() { std::fclose(file_); }
@@ -143,7 +145,7 @@ std::string timestamp() {
 }
 
 // Mean loss over the first min(64, windows) evaluation windows, in batches of up to B.
-double validation_loss(model::GPT<float>& gpt, const data::TokenWindows& windows, int B, int64_t* n_windows) {
+double validation_loss(model::GPT<float>& gpt, const data::WindowSource& windows, int B, int64_t* n_windows) {
   const int T = windows.seq_len();
   const int64_t n = std::min<int64_t>(kMaxEvalWindows, windows.num_windows());
   std::vector<int32_t> inputs(static_cast<size_t>(B) * T), targets(inputs.size());
@@ -198,7 +200,7 @@ struct StepStats {
 // One optimizer step (DAPE-SPEC §2.2): gradients of grad_accum micro-batches, global-norm clip, the finite
 // check, the AdamW update with lr(step - 1), then the optional Kerple projection.
 StepStats train_step(int step, model::GPT<float>& gpt, model::AdamW<float>& adamw,
-                     const model::LrSchedule& schedule, const data::TokenWindows& windows,
+                     const model::LrSchedule& schedule, const data::WindowSource& windows,
                      const TrainConfig& t, Batch& batch) {
   const int B = t.micro_batch, T = t.seq_len;
   StepStats stats;
@@ -232,8 +234,8 @@ class StepLogger {
   }
 
   void log_start(const std::string& config_path, const std::string& run_dir, const RunConfig& config,
-                 model::GPT<float>& gpt, const data::Tokenizer& tokenizer, const data::TokenWindows& train,
-                 const data::TokenWindows& val) {
+                 model::GPT<float>& gpt, const data::Tokenizer& tokenizer, const data::WindowSource& train,
+                 const data::WindowSource& val) {
     info(fmt::format("dape train {} -> {}", config_path, run_dir));
     for (const std::string& line : summary_lines(config)) info("  " + line);
     info(fmt::format("model: {} parameters, activation arena {:.1f} MiB for B={} T={}",
@@ -245,11 +247,20 @@ class StepLogger {
     start_ = last_log_ = Clock::now();
   }
 
+  // Continues the counters of a resumed run (the tokens of metrics.jsonl, the elapsed time).
+  void resume(const TrainProgress& progress) {
+    start_step_ = progress.step;
+    tokens_ = tokens_at_log_ = progress.tokens;
+    elapsed_before_ = progress.elapsed_s;
+  }
+  long long tokens() const { return tokens_; }
+  double elapsed() const { return elapsed_before_ + seconds_since(start_); }
+
   // Logs step 1, every log_every-th step and the last one; redraws the progress bar after every step.
   void log_step(int step, const StepStats& s) {
     tokens_ += s.tokens;
-    const double elapsed = seconds_since(start_);
-    const double eta = elapsed / step * (t_.steps - step);
+    const double elapsed = elapsed_before_ + seconds_since(start_);
+    const double eta = seconds_since(start_) / (step - start_step_) * (t_.steps - step);
     if (step == 1 || step % t_.log_every == 0 || step == t_.steps) {
       const double interval = seconds_since(last_log_);
       const double tokens_per_s = interval > 0 ? (tokens_ - tokens_at_log_) / interval : 0.0;
@@ -283,6 +294,8 @@ class StepLogger {
   ProgressBar progress_;
   Clock::time_point start_ = Clock::now(), last_log_ = start_;
   long long tokens_ = 0, tokens_at_log_ = 0;
+  int start_step_ = 0;
+  double elapsed_before_ = 0;
 };
 
 }  // namespace
@@ -312,10 +325,14 @@ std::string choose_run_dir(const std::string& requested, const std::string& conf
     if (fs::exists(requested, ec) && !fs::is_directory(requested, ec))
       throw ConfigError("--run-dir = " + requested +
                         ": exists and is not a directory; pick another --run-dir");
+    // A run directory with checkpoints/ is resumed; one with outputs but no checkpoints/ has nothing to
+    // resume.
+    if (fs::is_directory(checkpoints_dir(requested), ec)) return requested;
     for (const char* output : {"model.h5", "metrics.jsonl"})
       if (fs::exists(fs::path(requested) / output, ec))
         throw ConfigError("--run-dir = " + requested + ": already holds " + output +
-                          " from an earlier run; pick another --run-dir or delete it");
+                          " from an earlier run without checkpoints to resume; pick another --run-dir or "
+                          "delete it");
     return requested;
   }
   std::string base =
@@ -331,27 +348,59 @@ void train(const TrainRequest& request) {
   const std::string run_dir = choose_run_dir(request.run_dir, request.config_path);
   const TrainConfig& t = config.train;
   const auto start = Clock::now();
+  const StopSignals stop_signals;
 
   // Everything that can fail on input runs before the run directory exists.
   auto tokenizer = data::make_tokenizer(config.data.tokenizer);
-  const data::TokenWindows train_windows(data::tokenize_file(config.data.train, *tokenizer), t.seq_len,
-                                         config.data.train);
-  const data::TokenWindows val_windows(data::tokenize_file(config.data.val, *tokenizer), t.seq_len,
-                                       config.data.val);
+  // A directory written by `dape prepare` streams its shards; anything else is a text file
+  // (docs/data-format.md).
+  const auto train_source = data::open_window_source(config.data.train, data::Split::train, t.seq_len,
+                                                     *tokenizer, config.model.vocab_size);
+  const auto val_source = data::open_window_source(config.data.val, data::Split::val, t.seq_len, *tokenizer,
+                                                   config.model.vocab_size);
+  const data::WindowSource& train_windows = *train_source;
+  const data::WindowSource& val_windows = *val_source;
   model::GPT<float> gpt(config.model);
   gpt.init_parameters(t.seed);
   gpt.allocate(t.micro_batch, t.seq_len);
   model::AdamW<float> adamw(gpt.parameter_table(), {t.beta1, t.beta2, t.eps, t.weight_decay});
   const model::LrSchedule schedule{t.lr, t.min_lr, t.warmup_steps, t.steps};
+  const bool resuming = fs::is_directory(checkpoints_dir(run_dir));
+  ResumeResult resumed;
+  if (resuming) resumed = resume_from_checkpoints(run_dir, config, train_windows.num_windows(), gpt, adamw);
 
-  fs::create_directories(run_dir);
-  write_file_atomic(fs::path(run_dir) / "config.yaml", resolved_config_text(config, request));
+  fs::create_directories(checkpoints_dir(run_dir));
+  const std::string config_text = resolved_config_text(config, request);
+  write_file_atomic(fs::path(run_dir) / "config.yaml", config_text);
+  if (resuming) truncate_metrics((fs::path(run_dir) / "metrics.jsonl").string(), resumed.progress.step);
   StepLogger logger(fs::path(run_dir) / "metrics.jsonl", t);
   logger.log_start(request.config_path, run_dir, config, gpt, *tokenizer, train_windows, val_windows);
+  for (const std::string& line : resumed.log) logger.info(line);
+  logger.resume(resumed.progress);
+  Checkpointer checkpointer(run_dir, config, config_text, gpt.num_parameters(),
+                            [&logger](const std::string& line) { logger.info(line); });
 
   Batch batch(t.micro_batch, t.seq_len);
-  for (int step = 1; step <= t.steps; ++step)
+  batch.cursor = resumed.progress.cursor;
+  auto save = [&](int step) {
+    checkpointer.save(gpt, adamw, {step, logger.tokens(), logger.elapsed(), batch.cursor},
+                      train_windows.num_windows());
+  };
+  for (int step = resumed.progress.step + 1; step <= t.steps; ++step) {
     logger.log_step(step, train_step(step, gpt, adamw, schedule, train_windows, t, batch));
+    checkpointer.poll();
+    const char* signal = stop_signals.received();
+    if (signal || (t.ckpt_every > 0 && step % t.ckpt_every == 0 && step < t.steps)) save(step);
+    if (signal) {
+      checkpointer.finish();
+      logger.info(
+          fmt::format("received {}: stopped after step {} of {} and saved a checkpoint; run the same "
+                      "command to continue",
+                      signal, step, t.steps));
+      return;
+    }
+  }
+  if (resumed.progress.step < t.steps) save(t.steps);  // the final checkpoint, written during validation
 
   int64_t n_val = 0;
   const double val_loss = validation_loss(gpt, val_windows, t.micro_batch, &n_val);
@@ -359,6 +408,7 @@ void train(const TrainRequest& request) {
     throw Error(fmt::format("validation loss = {} is not finite after training", val_loss));
   logger.log_validation(val_loss, n_val, config.data.val);
   write_weights(fs::path(run_dir) / "model.h5", gpt);
+  checkpointer.finish();
   logger.info(fmt::format("wrote {} in {}", (fs::path(run_dir) / "model.h5").string(),
                           format_duration(seconds_since(start))));
   std::fputs(plot_loss_curve(read_metrics(run_dir)).c_str(), stdout);

@@ -5,6 +5,8 @@
 //   run metrics.jsonl  one JSON object per logged step: step, loss, lr, grad_norm, tokens, tokens_per_s,
 //                  elapsed_s; the last line holds step and val_loss. Flushed line by line.
 //   model.h5       the weights (docs/checkpoint-format.md), with model::to_json(config) as attribute `config`
+//   checkpoints/   step_NNNNNNNN/ every train.ckpt_every steps and at the end, and `latest`
+//                  (checkpoint/state.h); a run directory that has it is resumed (launcher/run_state.h)
 #pragma once
 
 #include <map>
@@ -22,14 +24,18 @@ struct TrainRequest {
   std::string run_dir;                 // empty: runs/<config stem>-<YYYYmmdd-HHMMSS>
 };
 
-// Loads and validates the config, checks the run directory, tokenizes the data and builds the model, all
-// before anything is written; then creates the run directory, trains, evaluates and writes the outputs.
-// Throws ConfigError (bad config or run directory; nothing written) or Error (e.g. a non-finite loss or
-// gradient norm, naming the step; model.h5 is then not written).
+// Loads and validates the config, checks the run directory, tokenizes the data, builds the model and, in a
+// run directory with checkpoints/, loads the newest good checkpoint, all before anything is written; then
+// creates the run directory, trains (from the checkpoint's step), evaluates and writes the outputs. Metrics
+// after a resume equal those of an uninterrupted run apart from the timing fields. SIGTERM or SIGUSR1 stop
+// it after the current step with a checkpoint (and no model.h5); it then returns normally.
+// Throws ConfigError (bad config or run directory, a checkpoint of another config; nothing written) or
+// Error (e.g. a non-finite loss or gradient norm, naming the step; model.h5 is then not written).
 void train(const TrainRequest& request);
 
-// The run directory to use. A given directory must not hold model.h5 or metrics.jsonl (ConfigError); the
-// default is runs/<config stem>-<timestamp>, with -2, -3, ... appended if that exists. Creates nothing.
+// The run directory to use. A given directory that has checkpoints/ is returned for resuming; otherwise it
+// must not hold model.h5 or metrics.jsonl (ConfigError). The default is runs/<config stem>-<timestamp>,
+// with -2, -3, ... appended if that exists. Creates nothing.
 std::string choose_run_dir(const std::string& requested, const std::string& config_path);
 
 // Whether a parameter is a Kerple p or a (names ending in .pe.kerple.p, .a, .p_right, .a_right).

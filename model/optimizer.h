@@ -29,6 +29,9 @@ class AdamW {
   // One update of every tensor: params -= lr * (m_hat / (sqrt(v_hat) + eps) + wd * params).
   void step(F* params, const F* grads, double lr);
   long steps_taken() const { return t_; }
+  // Resuming from a checkpoint: the update count t of the bias correction (the moments are restored through
+  // first_moment() and second_moment()).
+  void set_steps_taken(long t) { t_ = t; }
   F* first_moment() { return m_.data(); }
   F* second_moment() { return v_.data(); }
 

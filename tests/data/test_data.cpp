@@ -88,7 +88,7 @@ TEST(MakeTokenizer, ByteAndUnknownName) {
     make_tokenizer("gpt3");
     FAIL() << "no error for an unknown tokenizer";
   } catch (const ConfigError& e) {
-    EXPECT_STREQ(e.what(), "data.tokenizer: unknown tokenizer 'gpt3'; expected one of: byte");
+    EXPECT_STREQ(e.what(), "data.tokenizer: unknown tokenizer 'gpt3'; expected one of: byte, gpt2");
   }
 }
 

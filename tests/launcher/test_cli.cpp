@@ -50,6 +50,8 @@ const std::vector<BadConfig> kBadConfigs = {
     {"not_a_number", {"train.lr=fast"}, "", {"train.lr = fast", "expected a number"}},
     {"not_a_bool", {"model.causal=maybe"}, "", {"model.causal = maybe", "expected true or false"}},
     {"negative_seed", {"train.seed=-3"}, "", {"train.seed = -3", ">= 0"}},
+    {"negative_ckpt_every", {"train.ckpt_every=-1"}, "", {"train.ckpt_every = -1", ">= 0"}},
+    {"negative_keep_last", {"train.keep_last=-2"}, "", {"train.keep_last = -2", ">= 0"}},
     {"beta_out_of_range", {"train.beta2=1"}, "", {"train.beta2 = 1", "beta2 < 1"}},
     {"set_without_equals", {"train.steps"}, "", {"--set train.steps", "KEY=VALUE"}},
     {"unknown_key_in_file",

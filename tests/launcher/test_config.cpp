@@ -52,6 +52,8 @@ TEST(ConfigSchema, HasExactlyTheDocumentedKeys) {
                                              "train.seed",
                                              "train.log_every",
                                              "train.kerple_project",
+                                             "train.ckpt_every",
+                                             "train.keep_last",
                                              "data.train",
                                              "data.val",
                                              "data.tokenizer"};
@@ -72,6 +74,8 @@ TEST(ConfigSchema, EveryKeyRoundTripsItsDefault) {
   }
   EXPECT_EQ(find_key("model.pe")->choices.size(), 10u);
   EXPECT_EQ(find_key("train.kerple_project")->get(defaults), "false");
+  EXPECT_EQ(find_key("train.ckpt_every")->get(defaults), "0");
+  EXPECT_EQ(find_key("train.keep_last")->get(defaults), "3");
 }
 
 TEST(ConfigSchema, SetValueParsesAndTypeChecks) {
@@ -80,12 +84,16 @@ TEST(ConfigSchema, SetValueParsesAndTypeChecks) {
   set_value(c, "train.lr", "3e-4");
   set_value(c, "train.seed", "42");
   set_value(c, "model.causal", "false");
+  set_value(c, "train.ckpt_every", "50");
+  set_value(c, "train.keep_last", "0");
   apply_override(c, "model.dape.variant=add_residual");
   apply_override(c, "data.train=a=b.txt");  // only the first '=' splits
   EXPECT_EQ(c.model.pe, model::PositionalEncoding::fire);
   EXPECT_EQ(c.train.lr, 3e-4);
   EXPECT_EQ(c.train.seed, 42u);
   EXPECT_FALSE(c.model.causal);
+  EXPECT_EQ(c.train.ckpt_every, 50);
+  EXPECT_EQ(c.train.keep_last, 0);
   EXPECT_EQ(c.model.dape.variant, model::DapeVariant::add_residual);
   EXPECT_EQ(c.data.train, "a=b.txt");
 
@@ -168,6 +176,8 @@ TEST_F(LoadConfigTest, ChooseRunDir) {
   EXPECT_NE(
       config_error([&] { choose_run_dir(given.string(), "x.yaml"); }).find("already holds metrics.jsonl"),
       std::string::npos);
+  fs::create_directories(given / "checkpoints");  // a run with checkpoints is resumed
+  EXPECT_EQ(choose_run_dir(given.string(), "configs/tiny.yaml"), given.string());
   std::string def = choose_run_dir("", "some/where/125m.yaml");
   EXPECT_EQ(def.rfind("runs/125m-", 0), 0u) << def;
 }

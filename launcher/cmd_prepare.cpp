@@ -1,0 +1,110 @@
+// `dape prepare`: the command line of data/prepare.h, its progress bar and summary.
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <chrono>
+#include <cstdio>
+#include <memory>
+
+#include "data/prepare.h"
+#include "launcher/commands.h"
+
+namespace dape::launcher {
+namespace {
+
+std::string count(uint64_t n) {
+  std::string digits = std::to_string(n), out;
+  for (size_t i = 0; i < digits.size(); ++i) {
+    if (i && (digits.size() - i) % 3 == 0) out += ',';
+    out += digits[i];
+  }
+  return out;
+}
+
+std::string rate(double per_s) {
+  char buf[32];
+  if (per_s >= 1e6) {
+    std::snprintf(buf, sizeof buf, "%.2fM", per_s / 1e6);
+  } else if (per_s >= 1e3) {
+    std::snprintf(buf, sizeof buf, "%.1fk", per_s / 1e3);
+  } else {
+    std::snprintf(buf, sizeof buf, "%.0f", per_s);
+  }
+  return buf;
+}
+
+}  // namespace
+
+std::function<void(const data::PrepareProgress&)> prepare_progress_bar() {
+  if (!isatty(STDERR_FILENO)) return nullptr;
+  auto last = std::make_shared<std::chrono::steady_clock::time_point>();
+  return [last](const data::PrepareProgress& p) {
+    const auto now = std::chrono::steady_clock::now();
+    if (p.bytes_done < p.bytes_total && now - *last < std::chrono::milliseconds(100)) return;
+    *last = now;
+    constexpr int kWidth = 30;
+    const double done =
+        p.bytes_total ? static_cast<double>(p.bytes_done) / static_cast<double>(p.bytes_total) : 1;
+    const int filled = static_cast<int>(kWidth * std::min(1.0, done));
+    std::string bar(static_cast<size_t>(filled), '#');
+    bar.append(static_cast<size_t>(kWidth - filled), '.');
+    std::fprintf(stderr, "\r[%s] %.1f/%.1f MB  %s docs  %s tokens  %s tok/s\033[K", bar.c_str(),
+                 p.bytes_done / 1e6, p.bytes_total / 1e6, count(p.docs).c_str(), count(p.tokens).c_str(),
+                 rate(p.seconds > 0 ? p.tokens / p.seconds : 0).c_str());
+    if (p.bytes_done >= p.bytes_total) std::fputs("\r\033[K", stderr);
+    std::fflush(stderr);
+  };
+}
+
+std::string prepare_summary_text(const std::string& out_dir, const data::PrepareSummary& s) {
+  auto shards = [](int n) { return std::to_string(n) + (n == 1 ? " shard" : " shards"); };
+  std::string text = "prepared " + out_dir + ": train " + count(s.train_docs) + " docs, " +
+                     count(s.train_tokens) + " tokens (" + shards(s.train_shards) + "); val " +
+                     count(s.val_docs) + " docs, " + count(s.val_tokens) + " tokens (" +
+                     shards(s.val_shards) + ")\n";
+  char timing[160];
+  std::snprintf(timing, sizeof timing, "%.2f s, %s tokens/s, %.1f MB/s of input\n", s.seconds,
+                rate(s.tokens_per_s).c_str(), s.seconds > 0 ? s.input_bytes / 1e6 / s.seconds : 0.0);
+  text += timing;
+  if (s.empty_docs_dropped) text += "dropped " + count(s.empty_docs_dropped) + " empty documents\n";
+  if (s.nul_bytes_dropped)
+    text +=
+        "removed " + count(s.nul_bytes_dropped) + " NUL bytes (the byte tokenizer's end-of-document id)\n";
+  if (s.endoftext_literals)
+    text += "encoded " + count(s.endoftext_literals) + " literal <|endoftext|> strings as plain text\n";
+  return text;
+}
+
+void add_prepare_command(CLI::App& app) {
+  auto options = std::make_shared<data::PrepareOptions>();
+  CLI::App* cmd = app.add_subcommand(
+      "prepare", "tokenize text files, directories and JSONL (.jsonl, .jsonl.zst) into HDF5 token shards");
+  cmd->add_option("--input", options->inputs,
+                  "text file, directory (recursive) or JSONL with a \"text\" field; one file or line is one "
+                  "document (repeatable)")
+      ->required();
+  cmd->add_option("--out", options->out_dir, "output directory: train/, val/ and dataset.json")->required();
+  cmd->add_option("--tokenizer", options->tokenizer,
+                  "gpt2 (end of document 50256) or byte (end of document 0)")
+      ->check(CLI::IsMember({"gpt2", "byte"}))
+      ->capture_default_str();
+  cmd->add_option("--val-fraction", options->val_fraction,
+                  "share of documents in val, by a hash of each document")
+      ->capture_default_str();
+  cmd->add_option("--shard-tokens", options->shard_tokens,
+                  "tokens per shard at most (a longer document gets its own)")
+      ->capture_default_str();
+  cmd->add_option("--include", options->include,
+                  "glob for files inside directories, matched against the name, or the relative path if it "
+                  "has a '/' (repeatable; default all files)");
+  cmd->add_option("--threads", options->threads, "tokenizer threads (0: one per core)")
+      ->capture_default_str();
+  cmd->footer("\nOutput format: docs/data-format.md. The same inputs give byte-identical shards.");
+  cmd->callback([options] {
+    const data::PrepareSummary summary = data::prepare(*options, prepare_progress_bar());
+    std::fputs(prepare_summary_text(options->out_dir, summary).c_str(), stdout);
+    std::fflush(stdout);
+  });
+}
+
+}  // namespace dape::launcher

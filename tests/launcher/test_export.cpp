@@ -1,0 +1,71 @@
+// `dape export` through the real binary: the state_dict round trip (tools/dape_torch.py gives the loss dape
+// eval gives), the module against the oracle for every positional encoding, and a damaged input.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdio>
+#include <string>
+
+#include "model_files.h"
+#include "run_dape.h"
+
+namespace dape::launcher::testing {
+namespace {
+
+using model::PositionalEncoding;
+using ExportTest = ScratchTest;
+
+TEST_F(ExportTest, ExportedModelGivesTheLossOfDapeEval) {
+  if (!python_has("torch")) GTEST_SKIP() << kPython << " has no torch (python3-torch)";
+  for (PositionalEncoding pe : {PositionalEncoding::dape_kerple, PositionalEncoding::t5}) {
+    const std::string name = model::to_string(pe);
+    SCOPED_TRACE(name);
+    const fs::path weights = dir() / (name + ".h5");
+    write_seeded_model(weights, small_config(pe), 21);
+    DapeRun run =
+        dape("export --checkpoint " + quote(weights.string()) + " --out " + quote(name + "/model.pt"));
+    ASSERT_EQ(run.exit_code, 0) << run.err;
+    EXPECT_TRUE(fs::exists(cwd() / name / "model.pt"));
+    EXPECT_EQ(read_json(cwd() / name / "model.json")["model"]["pe"], name);
+
+    run = dape("eval --checkpoint " + quote(weights.string()) + " --data " + quote(kValText) +
+               " --lengths 96 --batches 1 --last 48 --json e.json");
+    ASSERT_EQ(run.exit_code, 0) << run.err;
+    const double ours = read_json(cwd() / "e.json")["results"][0]["loss"].get<double>();
+    const CommandRun torch =
+        run_command(kPython + " " + quote(kTestsDir + "/torch_eval.py") + " export " +
+                    quote((cwd() / name / "model.pt").string()) + " " + quote(kValText) + " 96 48 1");
+    ASSERT_EQ(torch.exit_code, 0) << torch.out;
+    const double theirs = std::stod(torch.out);
+    std::printf("%s: dape eval %.7f, exported model %.7f\n", name.c_str(), ours, theirs);
+    EXPECT_NEAR(ours, theirs, 1e-4);
+  }
+  // The state_dict holds exactly the weight file's tensors, by name.
+  const CommandRun names = run_command(
+      kPython + " -c " +
+      quote("import torch, h5py, sys; sd = torch.load(sys.argv[1]); f = h5py.File(sys.argv[2]); "
+            "assert sorted(sd) == sorted(f), (sorted(sd), sorted(f)); "
+            "assert all(tuple(sd[k].shape) == f[k].shape and sd[k].dtype == torch.float32 for k in sd); "
+            "print(len(sd))") +
+      " " + quote((cwd() / "t5" / "model.pt").string()) + " " + quote((dir() / "t5.h5").string()));
+  EXPECT_EQ(names.exit_code, 0) << names.out;
+}
+
+TEST_F(ExportTest, DapeTorchMatchesTheOracleForEveryPositionalEncoding) {
+  if (!python_has("torch")) GTEST_SKIP() << kPython << " has no torch (python3-torch)";
+  const CommandRun check = run_command(kPython + " " + quote(kTestsDir + "/check_dape_torch.py"));
+  EXPECT_EQ(check.exit_code, 0) << check.out;
+  EXPECT_NE(check.out.find("0 failed"), std::string::npos) << check.out;
+}
+
+TEST_F(ExportTest, DamagedInputFails) {
+  write_seeded_model(dir() / "m.h5", small_config(PositionalEncoding::alibi), 22);
+  fs::resize_file(dir() / "m.h5", 4096);
+  DapeRun run = dape("export --checkpoint " + quote((dir() / "m.h5").string()) + " --out model.pt");
+  EXPECT_EQ(run.exit_code, 1) << run.err;
+  EXPECT_NE(run.err.find((dir() / "m.h5").string()), std::string::npos) << run.err;
+  EXPECT_FALSE(fs::exists(cwd() / "model.pt"));
+}
+
+}  // namespace
+}  // namespace dape::launcher::testing
