@@ -22,7 +22,9 @@ if [[ -n "$nvcc" ]]; then
   echo "== CUDA build (build-cuda/, $nvcc)"
   cmake -S . -B build-cuda -G Ninja -DCMAKE_BUILD_TYPE=Release -DDAPE_CUDA=ON -DDAPE_BUILD_TESTS=OFF \
     -DCMAKE_CUDA_COMPILER="$nvcc"
-  cmake --build build-cuda -- -j"$jobs"
+  # Only the CUDA backend and the executable that links it: the rest is the CPU build above.
+  cmake --build build-cuda --target dape-devices -- -j"$jobs"
+  ./build-cuda/dape-devices
 else
   echo "== CUDA build skipped: no nvcc in /usr/local/cuda/bin or on PATH"
 fi
