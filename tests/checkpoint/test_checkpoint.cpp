@@ -9,11 +9,14 @@
 #include <string>
 #include <vector>
 
+#include "error_message.h"
 #include "checkpoint/checkpoint.h"
 #include "kernels/error.h"
 
 namespace dape::checkpoint {
 namespace {
+
+using testing::error_message;
 
 namespace fs = std::filesystem;
 
@@ -39,16 +42,6 @@ class CheckpointTest : public ::testing::Test {
 
 comm::ShardDescriptor unsharded(const std::string& name, std::vector<int64_t> shape) {
   return comm::ShardDescriptor{name, shape, std::vector<int64_t>(shape.size(), 0), shape, 0};
-}
-
-template <typename F>
-std::string error_message(F&& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
 }
 
 std::string golden(const std::string& name) {

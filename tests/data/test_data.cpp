@@ -9,27 +9,20 @@
 #include <string>
 #include <vector>
 
+#include "error_message.h"
 #include "data/data.h"
 #include "kernels/error.h"
 
 namespace dape::data {
 namespace {
 
+using testing::error_message;
+
 // 0, 1, ..., n-1 as tokens, so a token's value is its position in the stream.
 std::vector<int32_t> counting_stream(int n) {
   std::vector<int32_t> tokens(static_cast<size_t>(n));
   std::iota(tokens.begin(), tokens.end(), 0);
   return tokens;
-}
-
-template <typename F>
-std::string error_message(F&& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
 }
 
 // The window each row of a batch came from, recovered from the counting stream (first input = w*T).

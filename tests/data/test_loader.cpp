@@ -14,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "error_message.h"
 #include "data/loader.h"
 #include "data/prepare.h"
 #include "data/shards.h"
@@ -22,17 +23,9 @@
 namespace dape::data {
 namespace {
 
-namespace fs = std::filesystem;
+using testing::error_message;
 
-template <typename F>
-std::string error_message(F&& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
+namespace fs = std::filesystem;
 
 void write_bytes(const fs::path& path, const std::string& bytes) {
   fs::create_directories(path.parent_path());

@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "error_message.h"
 #include "data/corpus_builder.h"
 #include "data/prepare.h"
 #include "data/shards.h"
@@ -17,6 +18,8 @@
 
 namespace dape::data {
 namespace {
+
+using testing::error_message;
 
 namespace fs = std::filesystem;
 
@@ -37,16 +40,6 @@ void write_bytes(const fs::path& path, const std::string& bytes) {
   fs::create_directories(path.parent_path());
   std::ofstream out(path, std::ios::binary);
   out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
-}
-
-template <typename F>
-std::string error_message(F&& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
 }
 
 // A scratch folder per test, removed when the test passes.
