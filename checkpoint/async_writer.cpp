@@ -1,3 +1,4 @@
+// AsyncCheckpointWriter (checkpoint/async_writer.h): one std::thread per write, joined by poll() or wait().
 #include "checkpoint/async_writer.h"
 
 #include <utility>

@@ -1,7 +1,8 @@
 // checkpoint: HDF5 files of logical (unsharded) tensors. Owns the weight file (docs/checkpoint-format.md),
 // a small reader/writer for named datasets and attributes, used by tests and tools, and through
 // checkpoint/state.h and checkpoint/async_writer.h the training checkpoints that resume a run bit for bit.
-// May include: kernels (errors), comm (shard descriptors); HDF5, OpenSSL and nlohmann-json in .cpp files only.
+// May include: kernels (errors), comm (shard descriptors); HDF5, OpenSSL and nlohmann-json in .cpp files
+// only.
 #pragma once
 
 #include <cstdint>

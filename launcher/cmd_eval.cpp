@@ -179,8 +179,8 @@ void run_eval(const EvalOptions& o) {
   std::printf("dape eval: %zu model(s), lengths", loaded.size());
   for (int L : o.lengths) std::printf(" %d", L);
   std::printf(", %s windows per length of %s; scoring the last %d positions of each window%s\n",
-              o.batches > 0 ? ("up to " + std::to_string(o.batches)).c_str() : "all", data->source().c_str(), o.last,
-              o.last == 0 ? " (0: all)" : " (all when L <= that)");
+              o.batches > 0 ? ("up to " + std::to_string(o.batches)).c_str() : "all", data->source().c_str(),
+              o.last, o.last == 0 ? " (0: all)" : " (all when L <= that)");
   std::fflush(stdout);
   EvalProgress progress(total);
   std::vector<ModelResults> models;

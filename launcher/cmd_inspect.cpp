@@ -51,9 +51,9 @@ void run_inspect(const std::string& path) {
   if (s.tokens) std::printf("tokens seen: %s\n", grouped(*s.tokens).c_str());
   long long stored = 0;
   for (const TensorStats& t : r.tensors) stored += t.numel;
-  if (r.gpt)
-    std::printf("parameters: %s (config), %s stored in %zu tensors\n",
-                grouped(r.gpt->num_parameters()).c_str(), grouped(stored).c_str(), r.tensors.size());
+  if (r.config)
+    std::printf("parameters: %s (config), %s stored in %zu tensors\n", grouped(r.config_parameters).c_str(),
+                grouped(stored).c_str(), r.tensors.size());
   else if (!r.tensors.empty())
     std::printf("parameters: %s stored in %zu tensors\n", grouped(stored).c_str(), r.tensors.size());
   if (!r.tensors.empty()) {

@@ -35,7 +35,8 @@ int main(int argc, char** argv) {
       ->allow_extra_args(false);
   train_cmd->add_option(
       "--run-dir", request.run_dir,
-      "output directory (default runs/<config stem>-<YYYYmmdd-HHMMSS>); must not hold a run");
+      "output directory (default runs/<config stem>-<YYYYmmdd-HHMMSS>); one with checkpoints/ is resumed "
+      "from its newest good checkpoint, one with another run's outputs is refused");
   train_cmd->footer("\n" + schema_help_text());
 
   CLI::App* explain_cmd = app.add_subcommand(

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <set>
 #include <sstream>
@@ -182,12 +183,14 @@ void read_weights(ModelInspection& r) {
     r.problems.push_back(where +
                          " has no attribute 'config'; it was not written by dape "
                          "(docs/checkpoint-format.md)");
+  std::vector<model::ParameterSpec> table;
   if (!r.config_json.empty()) {
     try {
       model::ModelConfig config = model::model_config_from_json(r.config_json);
       model::validate(config);
-      r.gpt = std::make_unique<model::GPT<float>>(config);
+      table = model::build_parameter_table(config);
       r.config = config;
+      for (const model::ParameterSpec& spec : table) r.config_parameters += static_cast<int64_t>(spec.numel);
     } catch (const Error& e) {
       r.problems.push_back(where + ": attribute 'config' is not a usable model config: " + e.what());
     }
@@ -200,10 +203,41 @@ void read_weights(ModelInspection& r) {
     r.problems.push_back(e.what());
     return;
   }
-  std::set<std::string> expected;
-  if (r.gpt)
-    for (const model::ParameterSpec& spec : r.gpt->parameter_table()) expected.insert(spec.name);
+  // First the names and shapes against the config, so a mismatched file allocates nothing.
   const std::string pe = r.config ? model::to_string(r.config->pe) : "?";
+  bool matches = r.config.has_value();
+  if (r.config) {
+    std::map<std::string, std::vector<int64_t>> stored;
+    for (const std::string& name : names) {
+      try {
+        stored[name] = reader->shape(s.group + name);
+      } catch (const Error&) {
+        stored[name] = {-1};  // reported below, when it is read
+      }
+    }
+    for (const model::ParameterSpec& spec : table) {
+      auto it = stored.find(spec.name);
+      if (it == stored.end()) {
+        r.problems.push_back(where + " lacks tensor " + quote(spec.name) + " " + shape_text(spec.shape) +
+                             " that its config (pe " + pe + ") needs");
+        matches = false;
+      } else if (it->second != spec.shape && it->second != std::vector<int64_t>{-1}) {
+        r.problems.push_back(where + ": tensor " + quote(spec.name) + " has shape " + shape_text(it->second) +
+                             ", its config (pe " + pe + ", d_model " + std::to_string(r.config->d_model) +
+                             ") needs " + shape_text(spec.shape));
+        matches = false;
+      }
+      if (it != stored.end()) stored.erase(it);
+    }
+    for (const auto& [name, shape] : stored) {
+      r.problems.push_back(where + ": tensor " + quote(name) + " is not a parameter of its config (pe " + pe +
+                           "); the weights and the config attribute do not match");
+      matches = false;
+    }
+  }
+  if (matches) r.gpt = std::make_unique<model::GPT<float>>(*r.config);
+
+  // Then the values: statistics of every tensor, copied into the model when it matched.
   for (const std::string& name : names) {
     std::vector<int64_t> shape;
     std::vector<float> values;
@@ -211,7 +245,8 @@ void read_weights(ModelInspection& r) {
       shape = reader->shape(s.group + name);
       values = reader->read_float(s.group + name);
     } catch (const Error& e) {
-      r.problems.push_back(std::string(e.what()) + "; the file is damaged");
+      r.problems.push_back(e.what());
+      r.gpt.reset();
       continue;
     }
     r.tensors.push_back(tensor_stats(name, shape, values));
@@ -219,28 +254,7 @@ void read_weights(ModelInspection& r) {
     if (t.non_finite)
       r.problems.push_back(where + ": tensor " + quote(name) + " holds " + std::to_string(t.non_finite) +
                            " of " + std::to_string(t.numel) + " values that are NaN or infinite");
-    if (!r.gpt) continue;
-    if (!expected.count(name)) {
-      r.problems.push_back(where + ": tensor " + quote(name) + " is not a parameter of its config (pe " + pe +
-                           "); the weights and the config attribute do not match");
-      continue;
-    }
-    const auto& table = r.gpt->parameter_table();
-    const auto spec = std::find_if(table.begin(), table.end(), [&](const auto& p) { return p.name == name; });
-    if (shape != spec->shape) {
-      r.problems.push_back(where + ": tensor " + quote(name) + " has shape " + shape_text(shape) +
-                           ", its config (pe " + pe + ", d_model " + std::to_string(r.config->d_model) +
-                           ") needs " + shape_text(spec->shape));
-      continue;
-    }
-    std::copy(values.begin(), values.end(), r.gpt->param(name));
-  }
-  if (r.gpt) {
-    const std::set<std::string> present(names.begin(), names.end());
-    for (const model::ParameterSpec& spec : r.gpt->parameter_table())
-      if (!present.count(spec.name))
-        r.problems.push_back(where + " lacks tensor " + quote(spec.name) + " " + shape_text(spec.shape) +
-                             " that its config (pe " + pe + ") needs");
+    if (r.gpt) std::copy(values.begin(), values.end(), r.gpt->param(name));
   }
 }
 

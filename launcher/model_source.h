@@ -56,10 +56,11 @@ struct ModelInspection {
   ModelSource source;
   bool resolved = false;  // false: the path could not be resolved (problems says why)
   std::optional<model::ModelConfig> config;
+  int64_t config_parameters = 0;     // parameters the config implies
   std::string config_json;           // the stored attribute, as read
   std::vector<TensorStats> tensors;  // the tensors the file holds, sorted by name
   std::vector<std::string> problems;
-  std::unique_ptr<model::GPT<float>> gpt;  // set when the config was readable; holds the readable tensors
+  std::unique_ptr<model::GPT<float>> gpt;  // the model, when every tensor matched its config and was read
 };
 
 // Reads and checks a model PATH without throwing for damaged content (every problem is recorded). Throws

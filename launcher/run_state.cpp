@@ -1,3 +1,5 @@
+// The launcher side of checkpoints (launcher/run_state.h): snapshot and restore of the model and optimizer,
+// the resume checks against the run's config, metrics.jsonl after a resume, and the stop signals.
 #include "launcher/run_state.h"
 
 #include <spdlog/fmt/fmt.h>

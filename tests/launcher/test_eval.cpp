@@ -8,6 +8,8 @@
 #include <string>
 #include <vector>
 
+#include "data/loader.h"
+#include "data/prepare.h"
 #include "model_files.h"
 #include "run_dape.h"
 
@@ -118,6 +120,44 @@ TEST_F(EvalTest, AgreesWithThePyTorchOracleAtFourTimesTheTrainingLength) {
                 std::abs(ours - theirs));
     EXPECT_NEAR(ours, theirs, 1e-4);
   }
+}
+
+TEST_F(EvalTest, ReadsTheValSplitOfAPreparedDirectory) {
+  // 40 documents of the validation text, about half of them in val, byte tokens.
+  const std::string text = read_text(kValText);
+  fs::create_directories(dir() / "docs");
+  for (int d = 0; d < 40; ++d)
+    write_text(dir() / "docs" / ("doc" + std::to_string(100 + d) + ".txt"),
+               text.substr(size_t(d) * 600, 600));
+  data::PrepareOptions options;
+  options.inputs = {(dir() / "docs").string()};
+  options.out_dir = (dir() / "prepared").string();
+  options.tokenizer = "byte";
+  options.val_fraction = 0.5;
+  options.threads = 1;
+  data::prepare(options);
+  auto gpt = write_seeded_model(dir() / "m.h5", small_config(PositionalEncoding::kerple), 7);
+
+  for (const std::string& split : {std::string("val"), std::string("train")}) {
+    SCOPED_TRACE(split);
+    const fs::path data_path = split == "val" ? dir() / "prepared" : dir() / "prepared" / "train";
+    DapeRun run = dape("eval --checkpoint " + quote((dir() / "m.h5").string()) + " --data " +
+                       quote(data_path.string()) + " --lengths 100 --batches 4 --last 50 --json e.json");
+    ASSERT_EQ(run.exit_code, 0) << run.err;
+    const nlohmann::json j = read_json(cwd() / "e.json");
+    // The same windows read straight from the split's token stream.
+    const data::ShardWindows stream((dir() / "prepared").string(),
+                                    split == "val" ? data::Split::val : data::Split::train, 1);
+    std::vector<int32_t> tokens(4 * 100 + 1);
+    stream.read_tokens(0, int64_t(tokens.size()), tokens.data());
+    EXPECT_NEAR(j["results"][0]["loss"].get<double>(), expected_loss(*gpt, tokens, 100, 50, 4), 2e-6);
+    EXPECT_EQ(j["tokenizer"], "byte");
+  }
+  // A prepared directory names its tokenizer; asking for another one is a usage error.
+  DapeRun run = dape("eval --checkpoint " + quote((dir() / "m.h5").string()) + " --data " +
+                     quote((dir() / "prepared").string()) + " --tokenizer gpt2 --lengths 100 --json e.json");
+  EXPECT_EQ(run.exit_code, 2) << run.err;
+  EXPECT_NE(run.err.find("prepared with tokenizer 'byte'"), std::string::npos) << run.err;
 }
 
 TEST_F(EvalTest, PlotsOrSaysWhyNot) {

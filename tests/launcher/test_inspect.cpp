@@ -128,6 +128,13 @@ TEST_F(InspectTest, RunDirectoryAndCheckpoints) {
   EXPECT_EQ(j["results"][0]["loss"], j["results"][1]["loss"]);
   EXPECT_EQ(j["results"][0]["loss"], j["results"][2]["loss"]);
 
+  // export reads the checkpoint's group model/ too.
+  if (python_has("torch")) {
+    run = dape("export --checkpoint run --out exported/model.pt");
+    EXPECT_EQ(run.exit_code, 0) << run.err;
+    EXPECT_NE(run.out.find("wrote exported/model.pt: dape-kerple, 40 tensors"), std::string::npos) << run.out;
+  }
+
   // Damage the checkpoint: its checksums fail; the run directory falls back to model.h5 and says so.
   {
     std::fstream f(step / "state.h5", std::ios::in | std::ios::out | std::ios::binary);

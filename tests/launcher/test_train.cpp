@@ -142,7 +142,8 @@ TEST_F(TrainTest, KerpleProjectionKeepsStoredValuesAboveTheClamp) {
   std::vector<float> free = kerple_values(cwd() / "free" / "model.h5");
   std::vector<float> projected = kerple_values(cwd() / "projected" / "model.h5");
   ASSERT_EQ(free.size(), 16u);
-  EXPECT_LT(*std::min_element(free.begin(), free.end()), float(kernels::kKerpleMin)) << "no value drifted below the clamp";
+  EXPECT_LT(*std::min_element(free.begin(), free.end()), float(kernels::kKerpleMin))
+      << "no value drifted below the clamp";
   EXPECT_GE(*std::min_element(projected.begin(), projected.end()), float(kernels::kKerpleMin));
 }
 

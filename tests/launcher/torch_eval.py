@@ -2,7 +2,10 @@
 non-overlapping windows of L+1 tokens of a text file read with the byte tokenizer (DAPE-SPEC §5.1).
 
     python3 torch_eval.py oracle WEIGHTS.h5 TEXT L K N   # tests/oracle/gpt_oracle.py, float64
-    python3 torch_eval.py export MODEL.pt   TEXT L K N   # tools/dape_torch.py on a `dape export`, float32
+    python3 torch_eval.py export MODEL.pt   TEXT L K N [WEIGHTS.h5]
+                                                         # tools/dape_torch.py on a `dape export`, float32;
+                                                         # with WEIGHTS.h5, first checks that MODEL.pt holds
+                                                         # exactly its tensors (names, shapes, float32)
 
 Prints the loss. K = 0 or L <= K scores every position. Used by tests/launcher/test_eval.cpp and
 test_export.cpp.
@@ -28,6 +31,16 @@ def windows(text_path, L, N):
     return batch[:, :-1], batch[:, 1:]
 
 
+def check_state_dict(pt_path, h5_path):
+    import h5py
+    state = torch.load(pt_path)
+    with h5py.File(h5_path, "r") as f:
+        shapes = {name: f[name].shape for name in f}
+    assert sorted(state) == sorted(shapes), (sorted(state), sorted(shapes))
+    for name, t in state.items():
+        assert tuple(t.shape) == shapes[name] and t.dtype == torch.float32, (name, t.shape, t.dtype)
+
+
 def main(argv):
     mode, model_path, text, L, K, N = argv[1], argv[2], argv[3], int(argv[4]), int(argv[5]), int(argv[6])
     inputs, targets = windows(text, L, N)
@@ -39,6 +52,8 @@ def main(argv):
                                      reduction="none").view(N, L)
         elif mode == "export":
             import dape_torch
+            if len(argv) > 7:
+                check_state_dict(model_path, argv[7])
             losses = dape_torch.load(model_path).position_losses(inputs, targets).double()
         else:
             raise SystemExit("mode must be oracle or export")
