@@ -70,6 +70,9 @@ for pe in "${pes[@]}"; do
 done
 echo "quickstart: trained in $(($(date +%s) - start)) s"
 echo
+echo "quickstart: loss curve of dape-kerple (build/dape plot RUN_DIR prints any run's)"
+./build/dape plot "$out/dape-kerple"
+echo
 
 # Every window of the validation text at each length; the last 64 positions of a window are scored (the
 # paper scores the last 256 at a training length of 128: the same ratio, DAPE-SPEC §5.1).
