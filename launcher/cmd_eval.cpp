@@ -19,6 +19,7 @@
 #include "kernels/error.h"
 #include "launcher/commands.h"
 #include "launcher/evaluation.h"
+#include "launcher/files.h"
 #include "launcher/model_source.h"
 #include "launcher/python_tools.h"
 
@@ -90,23 +91,6 @@ void check_options(const EvalOptions& o) {
   if (o.last < 0)
     throw ConfigError("--last = " + std::to_string(o.last) + ": must be 0 (all positions) or more");
   if (o.json_out.empty()) throw ConfigError("--json: name the output file, e.g. --json eval.json");
-}
-
-void write_text_atomic(const std::string& path, const std::string& text) {
-  const fs::path target(path);
-  std::error_code ec;
-  if (target.has_parent_path()) fs::create_directories(target.parent_path(), ec);
-  const std::string tmp = path + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::binary);
-    out << text;
-    if (!out.flush()) throw Error(tmp + ": cannot write file");
-  }
-  fs::rename(tmp, target, ec);
-  if (ec) {
-    fs::remove(tmp, ec);
-    throw Error(path + ": cannot write file");
-  }
 }
 
 std::string results_json(const EvalOptions& o, const data::WindowSource& data,

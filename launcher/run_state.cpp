@@ -17,6 +17,7 @@
 #include <sstream>
 
 #include "kernels/error.h"
+#include "launcher/files.h"
 
 namespace dape::launcher {
 namespace {
@@ -60,20 +61,6 @@ std::vector<std::string> config_changes(const std::string& checkpoint_yaml, cons
     }
   }
   return lines;
-}
-
-void write_text_atomic(const fs::path& path, const std::string& text) {
-  fs::path tmp = path;
-  tmp += ".tmp";
-  std::FILE* f = std::fopen(tmp.c_str(), "wb");
-  if (!f) throw Error(tmp.string() + ": cannot create file");
-  bool ok = std::fwrite(text.data(), 1, text.size(), f) == text.size() && std::fflush(f) == 0 &&
-            ::fsync(fileno(f)) == 0;
-  ok = std::fclose(f) == 0 && ok;
-  if (!ok || std::rename(tmp.c_str(), path.c_str()) != 0) {
-    std::remove(tmp.c_str());
-    throw Error(path.string() + ": cannot write file");
-  }
 }
 
 // A signal handler may only touch lock-free atomics, so the flag is the one piece of process-wide state.

@@ -18,6 +18,7 @@
 #include "data/data.h"
 #include "kernels/error.h"
 #include "kernels/positional.h"
+#include "launcher/files.h"
 #include "launcher/run_state.h"
 #include "model/optimizer.h"
 
@@ -52,21 +53,6 @@ std::string format_count(long long n) {
     out += digits[i];
   }
   return out;
-}
-
-// Writes a whole file under a temporary name, fsyncs and renames it into place.
-void write_file_atomic(const fs::path& path, const std::string& text) {
-  fs::path tmp = path;
-  tmp += ".tmp";
-  std::FILE* f = std::fopen(tmp.c_str(), "wb");
-  if (!f) throw Error(tmp.string() + ": cannot create file");
-  bool ok = std::fwrite(text.data(), 1, text.size(), f) == text.size() && std::fflush(f) == 0 &&
-            ::fsync(fileno(f)) == 0;
-  ok = std::fclose(f) == 0 && ok;
-  if (!ok || std::rename(tmp.c_str(), path.c_str()) != 0) {
-    std::remove(tmp.c_str());
-    throw Error(path.string() + ": cannot write file");
-  }
 }
 
 // metrics.jsonl: one JSON object per line, flushed at once so a crash loses no logged step. Appends: a
@@ -371,7 +357,7 @@ void train(const TrainRequest& request) {
 
   fs::create_directories(checkpoints_dir(run_dir));
   const std::string config_text = resolved_config_text(config, request);
-  write_file_atomic(fs::path(run_dir) / "config.yaml", config_text);
+  write_text_atomic((fs::path(run_dir) / "config.yaml").string(), config_text);
   if (resuming) truncate_metrics((fs::path(run_dir) / "metrics.jsonl").string(), resumed.progress.step);
   StepLogger logger(fs::path(run_dir) / "metrics.jsonl", t);
   logger.log_start(request.config_path, run_dir, config, gpt, *tokenizer, train_windows, val_windows);
