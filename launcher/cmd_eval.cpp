@@ -60,18 +60,12 @@ class EvalProgress {
     const int64_t done = base_ + done_in_part;
     const double elapsed = std::chrono::duration<double>(now - start_).count();
     const double eta = done > 0 ? elapsed / done * (total_ - done) : 0;
-    constexpr int kWidth = 30;
-    const int filled = static_cast<int>(kWidth * std::min<double>(1.0, double(done) / total_));
-    std::string bar(size_t(filled), '#');
-    bar.append(size_t(kWidth - filled), '.');
-    std::fprintf(stderr, "\r[%s] %s  ETA %ld s\033[K", bar.c_str(), what_.c_str(), std::lround(eta));
-    std::fflush(stderr);
+    draw_progress_bar(double(done) / total_, what_ + "  ETA " + std::to_string(std::lround(eta)) + " s");
     drawn_ = true;
   }
   void clear() {
     if (!drawn_) return;
-    std::fputs("\r\033[K", stderr);
-    std::fflush(stderr);
+    clear_progress_bar();
     drawn_ = false;
   }
 

@@ -8,6 +8,7 @@
 
 #include "data/prepare.h"
 #include "launcher/commands.h"
+#include "launcher/files.h"
 
 namespace dape::launcher {
 namespace {
@@ -42,17 +43,13 @@ std::function<void(const data::PrepareProgress&)> prepare_progress_bar() {
     const auto now = std::chrono::steady_clock::now();
     if (p.bytes_done < p.bytes_total && now - *last < std::chrono::milliseconds(100)) return;
     *last = now;
-    constexpr int kWidth = 30;
     const double done =
         p.bytes_total ? static_cast<double>(p.bytes_done) / static_cast<double>(p.bytes_total) : 1;
-    const int filled = static_cast<int>(kWidth * std::min(1.0, done));
-    std::string bar(static_cast<size_t>(filled), '#');
-    bar.append(static_cast<size_t>(kWidth - filled), '.');
-    std::fprintf(stderr, "\r[%s] %.1f/%.1f MB  %s docs  %s tokens  %s tok/s\033[K", bar.c_str(),
-                 p.bytes_done / 1e6, p.bytes_total / 1e6, count(p.docs).c_str(), count(p.tokens).c_str(),
-                 rate(p.seconds > 0 ? p.tokens / p.seconds : 0).c_str());
-    if (p.bytes_done >= p.bytes_total) std::fputs("\r\033[K", stderr);
-    std::fflush(stderr);
+    char sizes[64];
+    std::snprintf(sizes, sizeof sizes, "%.1f/%.1f MB  ", p.bytes_done / 1e6, p.bytes_total / 1e6);
+    draw_progress_bar(done, sizes + count(p.docs) + " docs  " + count(p.tokens) + " tokens  " +
+                                rate(p.seconds > 0 ? p.tokens / p.seconds : 0) + " tok/s");
+    if (p.bytes_done >= p.bytes_total) clear_progress_bar();
   };
 }
 

@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <filesystem>
 
@@ -24,6 +25,24 @@ void write_text_atomic(const std::string& path, const std::string& text) {
     std::remove(tmp.c_str());
     throw Error(path + ": cannot write file");
   }
+}
+
+}  // namespace dape::launcher
+
+namespace dape::launcher {
+
+void draw_progress_bar(double fraction, const std::string& text) {
+  constexpr int kWidth = 30;
+  const int filled = static_cast<int>(kWidth * std::clamp(fraction, 0.0, 1.0));
+  std::string bar(size_t(filled), '#');
+  bar.append(size_t(kWidth - filled), '.');
+  std::fprintf(stderr, "\r[%s] %s\033[K", bar.c_str(), text.c_str());
+  std::fflush(stderr);
+}
+
+void clear_progress_bar() {
+  std::fputs("\r\033[K", stderr);
+  std::fflush(stderr);
 }
 
 }  // namespace dape::launcher

@@ -1,4 +1,4 @@
-// Output files of the launcher, written so that a crash never leaves a half-written one.
+// What the launcher writes: output files (so that a crash never leaves a half-written one) and progress bars.
 #pragma once
 
 #include <string>
@@ -9,5 +9,14 @@ namespace dape::launcher {
 // parent directory when it is missing. Throws dape::Error naming the file; the temporary file is removed on
 // failure.
 void write_text_atomic(const std::string& path, const std::string& text);
+
+}  // namespace dape::launcher
+
+namespace dape::launcher {
+
+// Progress on a terminal: redraws "[####......] text" in place on stderr (fraction clamped to [0, 1]).
+void draw_progress_bar(double fraction, const std::string& text);
+// Erases the bar's line so that a log line can take its place.
+void clear_progress_bar();
 
 }  // namespace dape::launcher

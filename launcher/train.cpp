@@ -89,20 +89,15 @@ class ProgressBar {
     auto now = Clock::now();
     if (step < total_ && now - last_draw_ < std::chrono::milliseconds(100)) return;
     last_draw_ = now;
-    constexpr int kWidth = 30;
-    int filled = static_cast<int>(static_cast<long long>(kWidth) * step / total_);
-    std::string bar(filled, '#');
-    bar.append(kWidth - filled, '.');
-    std::fprintf(stderr, "\r[%s] %d/%d  loss %.4f  ETA %s\033[K", bar.c_str(), step, total_, loss,
-                 format_duration(eta_s).c_str());
-    std::fflush(stderr);
+    char text[96];
+    std::snprintf(text, sizeof text, "%d/%d  loss %.4f  ETA ", step, total_, loss);
+    draw_progress_bar(double(step) / total_, text + format_duration(eta_s));
     drawn_ = true;
   }
   // Erases the bar so that a log line can take its place; the next update redraws it.
   void clear() {
     if (!drawn_) return;
-    std::fputs("\r\033[K", stderr);
-    std::fflush(stderr);
+    clear_progress_bar();
     drawn_ = false;
   }
 
