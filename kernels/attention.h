@@ -22,6 +22,11 @@ struct AttentionSpec {
   Activation dape_activation = Activation::leaky_relu;
   int fire_width = 32;
   double fire_L0 = 64;
+  // Randomized positions (kernels/positional.h), T entries each for the rows 0..T-1 of this call, or nullptr
+  // for the deterministic forms. Caller-owned; one draw per layer per forward pass, and the backward must
+  // see the forward's.
+  const int32_t* distance_ladder = nullptr;  // s_d for every bias PE, passed on by bias_spec()
+  const int32_t* rope_positions = nullptr;   // the absolute position of row t for q and k under RoPE
   // Width of the DAPE MLP input: 2 NH for the concat forms, NH otherwise.
   int dape_inputs() const;
   BiasSpec bias_spec() const;

@@ -6,9 +6,16 @@
 // follows docs/positional-encodings.md: |i - j| distances, separate left (j <= i) and right (j > i)
 // parameter sets for Kerple and FIRE, ALiBi with the +0.5 m offset for left keys, T5 bidirectional
 // buckets.
+//
+// Randomized positions (Ruoss et al. 2023, CHE.md §3.6, docs/positional-encodings.md): bias PEs read a
+// distance ladder s_0 = 0 < s_1 < ... < s_{T-1} and use s_{|i-j|} wherever the deterministic form uses
+// |i - j|; RoPE rotates row t by a sampled absolute position instead of t.
 #pragma once
 
+#include <cstdint>
 #include <vector>
+
+#include "kernels/random.h"
 
 namespace dape::kernels {
 
@@ -43,6 +50,10 @@ struct BiasSpec {
   int fire_width = 32;                            // DF
   double fire_L0 = 64;                            // FIRE base threshold, fixed
   Activation fire_activation = Activation::relu;  // leaky_relu inside DAPE-FIRE
+  // (T) s_d replaces the distance d = |i - j| everywhere, FIRE's row normaliser and the sign of T5's
+  // bucket included; nullptr is the identity s_d = d. Indexed by the distances of the full sequence of
+  // T rows, also in bias_forward_rows.
+  const int32_t* distance_ladder = nullptr;
 };
 
 // ALiBi slopes m_h for any head count (DAPE-SPEC §3.3), in head order.
@@ -65,12 +76,21 @@ template <typename F>
 void bias_backward(const PositionalTensors<F*>& grads, const F* G, const PositionalTensors<const F*>& params,
                    const BiasSpec& spec);
 
-// rope_forward: rotates x (BH,T,HS) in place, half-split layout, base 10000, position t for row t
-// (DAPE-SPEC §3.2). Angles in double, any T. BH = B * NH.
+// rope_forward: rotates x (BH,T,HS) in place, half-split layout, base 10000 (DAPE-SPEC §3.2): row t by
+// the angle positions[t] * theta_m, with positions (T) or nullptr for positions[t] = t. Angles in double,
+// any T and any position. BH = B * NH.
 template <typename F>
-void rope_forward(F* x, int BH, int T, int HS);
-// rope_backward: dx (BH,T,HS) in place, the inverse rotation.
+void rope_forward(F* x, const int32_t* positions, int BH, int T, int HS);
+// rope_backward: dx (BH,T,HS) in place, the inverse rotation at the same positions.
 template <typename F>
-void rope_backward(F* dx, int BH, int T, int HS);
+void rope_backward(F* dx, const int32_t* positions, int BH, int T, int HS);
+
+// sample_distance_ladder: s (T) with s_0 = 0 and s_1 < ... < s_{T-1} a uniformly drawn set of T - 1
+// distinct distances from {1..max_position-1}: the ladder of one attention layer's forward pass.
+// Throws dape::Error unless 1 <= T <= max_position.
+std::vector<int32_t> sample_distance_ladder(int T, int max_position, Rng& rng);
+// sample_positions: T sorted distinct absolute positions drawn uniformly from {0..max_position-1}, for
+// RoPE. Throws dape::Error unless 1 <= T <= max_position.
+std::vector<int32_t> sample_positions(int T, int max_position, Rng& rng);
 
 }  // namespace dape::kernels

@@ -30,6 +30,7 @@ BiasSpec AttentionSpec::bias_spec() const {
   s.causal = causal;
   s.fire_width = fire_width;
   s.fire_L0 = fire_L0;
+  s.distance_ladder = distance_ladder;
   s.fire_activation = dape == DapeMode::off ? Activation::relu : Activation::leaky_relu;
   return s;
 }
@@ -209,8 +210,8 @@ void split_heads(F* q, F* k, F* v, const F* qkv, const AttentionSpec& s, bool pa
       }
     }
   if (s.pe == PeKind::rope) {
-    rope_forward(q, B * NH, T, HS);
-    rope_forward(k, B * NH, T, HS);
+    rope_forward(q, s.rope_positions, B * NH, T, HS);
+    rope_forward(k, s.rope_positions, B * NH, T, HS);
   }
 }
 
@@ -496,8 +497,8 @@ void attention_backward(F* dqkv, const PositionalTensors<F*>& dpe, const DapeTen
       }
     }
   if (s.pe == PeKind::rope) {
-    rope_backward(scratch.dq, B * NH, T, HS);
-    rope_backward(scratch.dk, B * NH, T, HS);
+    rope_backward(scratch.dq, s.rope_positions, B * NH, T, HS);
+    rope_backward(scratch.dk, s.rope_positions, B * NH, T, HS);
   }
 
 #pragma omp parallel for collapse(2) schedule(static) if (parallel)

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <string>
 #include <vector>
 
 #include "kernels/cpu/activation.h"
@@ -27,26 +28,47 @@ int key_end(int i, int T, bool causal) {
   return causal ? i + 1 : T;
 }
 
+// The distance the PEs read where the deterministic form reads d: the ladder's s_d, or d itself.
+int ladder_at(const BiasSpec& s, int d) {
+  return s.distance_ladder ? s.distance_ladder[d] : d;
+}
+
+// The distance of query i to key j as the PEs read it.
+int distance(const BiasSpec& s, int i, int j) {
+  return ladder_at(s, std::abs(i - j));
+}
+
+// A ladder starts at s_0 = 0, a query's own key; anything else is a caller bug (positions passed as a
+// ladder).
+void check_ladder(const BiasSpec& s) {
+  DAPE_ASSERT(!s.distance_ladder || s.distance_ladder[0] == 0);
+}
+
 template <typename F>
 F clamp_kerple(F x) {
   return std::max(x, F(kKerpleMin));
 }
 
-// FIRE's row quantities: M(i) = max(m_i, Lambda) with m_i the largest distance row i sees,
-// N(i) = psi(M(i)) + 1e-6, and the share of dM/dLambda (1, 1/2 at a tie, 0).
+// FIRE's row quantities: M(i) = max(m_i, Lambda) with m_i the largest distance row i sees (the ladder
+// value of its farthest key), N(i) = psi(M(i)) + 1e-6, and the share of dM/dLambda (1, 1/2 at a tie, 0).
 template <typename F>
 struct FireRow {
   F M, N, lambda_share;
 };
 
 template <typename F>
-FireRow<F> fire_row(int i, int T, bool causal, F abs_c, F Lambda) {
-  const F largest = F(causal ? i : std::max(i, T - 1 - i));
+FireRow<F> fire_row(int i, const BiasSpec& s, F abs_c, F Lambda) {
+  const F largest = F(ladder_at(s, s.causal ? i : std::max(i, s.T - 1 - i)));
   FireRow<F> row;
   row.M = std::max(largest, Lambda);
   row.lambda_share = Lambda > largest ? F(1) : (Lambda == largest ? F(0.5) : F(0));
   row.N = std::log1p(abs_c * row.M) + F(1e-6);
   return row;
+}
+
+// The signed distance i - j that T5 buckets, its magnitude read from the ladder.
+int t5_offset(const BiasSpec& s, int i, int j) {
+  return i >= j ? distance(s, i, j) : -distance(s, i, j);
 }
 
 template <typename F>
@@ -85,6 +107,7 @@ void bias_forward_rows(F* bias, const PositionalTensors<const F*>& p, const Bias
   const int NH = s.NH, T = s.T, rows = row_end - row_begin;
   DAPE_ASSERT(0 <= row_begin && row_begin <= row_end && row_end <= T);
   const size_t head_stride = size_t(rows) * T;  // the head stride of this block
+  check_ladder(s);
   std::fill(bias, bias + NH * head_stride, F(0));
   switch (s.kind) {
     case PeKind::alibi: {
@@ -93,7 +116,7 @@ void bias_forward_rows(F* bias, const PositionalTensors<const F*>& p, const Bias
       for (int i = row_begin; i < row_end; ++i)
         for (int j = 0; j < key_end(i, T, s.causal); ++j)
           for (int h = 0; h < NH; ++h) {
-            double b = -m[h] * std::abs(i - j);
+            double b = -m[h] * distance(s, i, j);
             if (!s.causal && j < i) b += 0.5 * m[h];
             bias[h * head_stride + size_t(i - row_begin) * T + j] = F(b);
           }
@@ -106,7 +129,7 @@ void bias_forward_rows(F* bias, const PositionalTensors<const F*>& p, const Bias
           const bool right = is_right(i, j);
           const F* pp = right ? p.kerple_p_right : p.kerple_p;
           const F* pa = right ? p.kerple_a_right : p.kerple_a;
-          const F delta = F(std::abs(i - j));
+          const F delta = F(distance(s, i, j));
           for (int h = 0; h < NH; ++h)
             bias[h * head_stride + size_t(i - row_begin) * T + j] =
                 -clamp_kerple(pp[h]) * std::log1p(clamp_kerple(pa[h]) * delta);
@@ -119,14 +142,14 @@ void bias_forward_rows(F* bias, const PositionalTensors<const F*>& p, const Bias
 #pragma omp parallel for schedule(static) if (cpu::worth_parallel(size_t(rows) * T * NH))
       for (int i = row_begin; i < row_end; ++i) {
         std::vector<F> hidden(DF);
-        const FireRow<F> row = fire_row(i, T, s.causal, abs_c, Lambda);
+        const FireRow<F> row = fire_row(i, s, abs_c, Lambda);
         for (int j = 0; j < key_end(i, T, s.causal); ++j) {
           const bool right = is_right(i, j);
           const F* w1 = right ? p.fire_fc1_weight_right : p.fire_fc1_weight;
           const F* b1 = right ? p.fire_fc1_bias_right : p.fire_fc1_bias;
           const F* w2 = right ? p.fire_fc2_weight_right : p.fire_fc2_weight;
           const F* b2 = right ? p.fire_fc2_bias_right : p.fire_fc2_bias;
-          const F r = std::log1p(abs_c * F(std::abs(i - j))) / row.N;
+          const F r = std::log1p(abs_c * F(distance(s, i, j))) / row.N;
           for (int k = 0; k < DF; ++k) hidden[k] = activation_forward(w1[k] * r + b1[k], s.fire_activation);
           for (int h = 0; h < NH; ++h) {
             F acc = b2[h];
@@ -142,7 +165,7 @@ void bias_forward_rows(F* bias, const PositionalTensors<const F*>& p, const Bias
 #pragma omp parallel for schedule(static) if (cpu::worth_parallel(size_t(rows) * T * NH))
       for (int i = row_begin; i < row_end; ++i)
         for (int j = 0; j < key_end(i, T, s.causal); ++j) {
-          const int bucket = t5_bucket(i - j, s.causal);
+          const int bucket = t5_bucket(t5_offset(s, i, j), s.causal);
           for (int h = 0; h < NH; ++h)
             bias[h * head_stride + size_t(i - row_begin) * T + j] = scale * p.t5_table[bucket * NH + h];
         }
@@ -164,6 +187,7 @@ void bias_backward(const PositionalTensors<F*>& g, const F* G, const PositionalT
                    const BiasSpec& s) {
   const int NH = s.NH, T = s.T;
   const size_t TT = size_t(T) * T;
+  check_ladder(s);
   switch (s.kind) {
     case PeKind::alibi:
       return;
@@ -180,7 +204,7 @@ void bias_backward(const PositionalTensors<F*>& g, const F* G, const PositionalT
           const F* pa = right ? p.kerple_a_right : p.kerple_a;
           F* dp = acc + (right ? 2 * NH : 0);
           F* da = dp + NH;
-          const F delta = F(std::abs(i - j));
+          const F delta = F(distance(s, i, j));
           for (int h = 0; h < NH; ++h) {
             const F gij = G[h * TT + size_t(i) * T + j];
             const F pc = clamp_kerple(pp[h]), ac = clamp_kerple(pa[h]);
@@ -214,7 +238,7 @@ void bias_backward(const PositionalTensors<F*>& g, const F* G, const PositionalT
       for (int i = 0; i < T; ++i) {
         F* acc = rows.data() + size_t(i) * width;
         std::vector<F> y(DF), gamma(DF);
-        const FireRow<F> row = fire_row(i, T, s.causal, abs_c, Lambda);
+        const FireRow<F> row = fire_row(i, s, abs_c, Lambda);
         for (int j = 0; j < key_end(i, T, s.causal); ++j) {
           const bool right = is_right(i, j);
           const F* w1 = right ? p.fire_fc1_weight_right : p.fire_fc1_weight;
@@ -224,7 +248,7 @@ void bias_backward(const PositionalTensors<F*>& g, const F* G, const PositionalT
           F* db1 = dw1 + DF;
           F* dw2 = db1 + DF;
           F* db2 = dw2 + NH * DF;
-          const F delta = F(std::abs(i - j));
+          const F delta = F(distance(s, i, j));
           const F r = std::log1p(abs_c * delta) / row.N;
           for (int k = 0; k < DF; ++k) y[k] = w1[k] * r + b1[k];
           std::fill(gamma.begin(), gamma.end(), F(0));
@@ -276,7 +300,7 @@ void bias_backward(const PositionalTensors<F*>& g, const F* G, const PositionalT
       for (int i = 0; i < T; ++i) {
         F* acc = rows.data() + size_t(i) * width;
         for (int j = 0; j < key_end(i, T, s.causal); ++j) {
-          const int bucket = t5_bucket(i - j, s.causal);
+          const int bucket = t5_bucket(t5_offset(s, i, j), s.causal);
           for (int h = 0; h < NH; ++h) acc[bucket * NH + h] += scale * G[h * TT + size_t(i) * T + j];
         }
       }
@@ -292,14 +316,15 @@ void bias_backward(const PositionalTensors<F*>& g, const F* G, const PositionalT
 
 namespace {
 
-// Rotates each row t of x (BH,T,HS) by angle t * theta_m, theta_m = 10000^(-2m/HS); direction -1 inverts.
+// Rotates each row t of x (BH,T,HS) by angle p_t * theta_m, theta_m = 10000^(-2m/HS), p_t = positions[t]
+// or t; direction -1 inverts.
 template <typename F>
-void rope_rotate(F* x, int BH, int T, int HS, int direction) {
+void rope_rotate(F* x, const int32_t* positions, int BH, int T, int HS, int direction) {
   const int half = HS / 2;
   std::vector<F> cosines(size_t(T) * half), sines(size_t(T) * half);
   for (int t = 0; t < T; ++t)
     for (int m = 0; m < half; ++m) {
-      const double angle = t * std::pow(10000.0, -2.0 * m / HS);
+      const double angle = (positions ? positions[t] : t) * std::pow(10000.0, -2.0 * m / HS);
       cosines[size_t(t) * half + m] = F(std::cos(angle));
       sines[size_t(t) * half + m] = F(direction * std::sin(angle));
     }
@@ -320,13 +345,54 @@ void rope_rotate(F* x, int BH, int T, int HS, int direction) {
 }  // namespace
 
 template <typename F>
-void rope_forward(F* x, int BH, int T, int HS) {
-  rope_rotate(x, BH, T, HS, +1);
+void rope_forward(F* x, const int32_t* positions, int BH, int T, int HS) {
+  rope_rotate(x, positions, BH, T, HS, +1);
 }
 
 template <typename F>
-void rope_backward(F* dx, int BH, int T, int HS) {
-  rope_rotate(dx, BH, T, HS, -1);
+void rope_backward(F* dx, const int32_t* positions, int BH, int T, int HS) {
+  rope_rotate(dx, positions, BH, T, HS, -1);
+}
+
+namespace {
+
+// Both samplers draw T distinct values from a range of max_position values.
+void check_sample_size(int T, int max_position) {
+  if (T < 1 || T > max_position)
+    throw Error("randomized positions: cannot draw T = " + std::to_string(T) +
+                " distinct positions below the maximum position L = " + std::to_string(max_position) +
+                "; randomized positions need 1 <= T <= L: raise L (the maximum randomized position) or "
+                "shorten the sequences");
+}
+
+// k distinct values drawn uniformly from {lo..lo+n-1}, in increasing order. Floyd's algorithm makes k
+// draws whether k is small or close to n; a bitmap of the n candidates gives membership in O(1) and the
+// sorted order by one scan.
+std::vector<int32_t> sample_sorted_distinct(int k, int lo, int n, Rng& rng) {
+  std::vector<bool> taken(n, false);
+  for (int j = n - k; j < n; ++j) {
+    const int t = static_cast<int>(rng.below(uint64_t(j) + 1));
+    taken[taken[t] ? j : t] = true;
+  }
+  std::vector<int32_t> values;
+  values.reserve(k);
+  for (int v = 0; v < n; ++v)
+    if (taken[v]) values.push_back(lo + v);
+  return values;
+}
+
+}  // namespace
+
+std::vector<int32_t> sample_distance_ladder(int T, int max_position, Rng& rng) {
+  check_sample_size(T, max_position);
+  std::vector<int32_t> ladder = sample_sorted_distinct(T - 1, 1, max_position - 1, rng);
+  ladder.insert(ladder.begin(), 0);
+  return ladder;
+}
+
+std::vector<int32_t> sample_positions(int T, int max_position, Rng& rng) {
+  check_sample_size(T, max_position);
+  return sample_sorted_distinct(T, 0, max_position, rng);
 }
 
 #define DAPE_INSTANTIATE(F)                                                                                  \
@@ -334,8 +400,8 @@ void rope_backward(F* dx, int BH, int T, int HS) {
   template void bias_forward_rows<F>(F*, const PositionalTensors<const F*>&, const BiasSpec&, int, int);     \
   template void bias_backward<F>(const PositionalTensors<F*>&, const F*, const PositionalTensors<const F*>&, \
                                  const BiasSpec&);                                                           \
-  template void rope_forward<F>(F*, int, int, int);                                                          \
-  template void rope_backward<F>(F*, int, int, int);
+  template void rope_forward<F>(F*, const int32_t*, int, int, int);                                          \
+  template void rope_backward<F>(F*, const int32_t*, int, int, int);
 DAPE_INSTANTIATE(float)
 DAPE_INSTANTIATE(double)
 #undef DAPE_INSTANTIATE
