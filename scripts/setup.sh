@@ -7,7 +7,7 @@ packages=(
   g++ cmake ninja-build pkg-config clang-format
   libopenblas-openmp-dev libhdf5-dev libspdlog-dev libgtest-dev
   libyaml-cpp-dev libcli11-dev nlohmann-json3-dev libicu-dev
-  libzstd-dev libssl-dev libxml2-dev zlib1g-dev
+  libzstd-dev libssl-dev libxml2-dev zlib1g-dev libgmp-dev
   libopenmpi-dev openmpi-bin
   python3 python3-torch python3-h5py python3-numpy python3-matplotlib
 )
