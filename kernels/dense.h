@@ -5,6 +5,8 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "kernels/positional.h"  // Activation
+
 namespace dape::kernels {
 
 // encoder_forward: out[n, :] = wte[tokens[n], :].
@@ -34,23 +36,34 @@ template <typename F>
 void matmul_backward(F* dinp, F* dweight, F* dbias, const F* dout, const F* inp, const F* weight, int N,
                      int C, int OC);
 
-// gelu_forward: out = x * Phi(x) = 0.5 x (1 + erf(x / sqrt 2)), the exact form. out, inp (n).
+// activation_forward: out = act(x) elementwise; gelu is the exact form x Phi(x) = 0.5 x (1 + erf(x / sqrt
+// 2)). out, inp (n); out may alias inp.
 template <typename F>
-void gelu_forward(F* out, const F* inp, size_t n);
-// gelu_backward: dinp = dout * (Phi(x) + x phi(x)). dinp (n) written.
+void activation_forward(F* out, const F* inp, size_t n, Activation act);
+// activation_backward: dinp = dout * act'(x) (gelu: Phi(x) + x phi(x); relu: 0 at x = 0). dinp (n) written.
 template <typename F>
-void gelu_backward(F* dinp, const F* inp, const F* dout, size_t n);
+void activation_backward(F* dinp, const F* inp, const F* dout, size_t n, Activation act);
+
+// dropout_forward: inverted dropout in place. mask[i] = 0 with probability p, else 1 / (1 - p), drawn from
+// Rng(seed) in index order; x[i] *= mask[i]. x, mask (n). The backward is the same product:
+// dropout_backward: dx[i] *= mask[i] (in place).
+template <typename F>
+void dropout_forward(F* x, F* mask, double p, size_t n, uint64_t seed);
+template <typename F>
+void dropout_backward(F* dx, const F* mask, size_t n);
 
 // residual_forward: out = a + b, elementwise over n. out may alias a.
 template <typename F>
 void residual_forward(F* out, const F* a, const F* b, size_t n);
 
-// crossentropy_forward: losses[n] = logsumexp(logits[n, :]) - logits[n, targets[n]].
-// losses (N) written; logits (N,V); targets (N) in [0, V).
+// crossentropy_forward: losses[n] = logsumexp(logits[n, :]) - logits[n, targets[n]], and 0 where
+// targets[n] < 0 (an ignored position, e.g. the input part of a CHE sequence).
+// losses (N) written; logits (N,V); targets (N) in [0, V) or negative.
 template <typename F>
 void crossentropy_forward(F* losses, const F* logits, const int32_t* targets, int N, int V);
 // crossentropy_backward: dlogits = (softmax(logits) - onehot(targets)) * dloss, the gradient of
-// dloss * sum_n losses[n]. dlogits (N,V) written; may alias logits (in place).
+// dloss * sum_n losses[n]; rows of ignored positions (targets[n] < 0) are 0. dlogits (N,V) written; may alias
+// logits (in place).
 template <typename F>
 void crossentropy_backward(F* dlogits, const F* logits, const int32_t* targets, F dloss, int N, int V);
 

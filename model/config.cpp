@@ -33,6 +33,15 @@ constexpr std::array<std::pair<kernels::Activation, const char*>, 3> kActivation
     {kernels::Activation::gelu, "gelu"},
 }};
 
+constexpr std::array<std::pair<NormPlacement, const char*>, 2> kNormNames{{
+    {NormPlacement::pre, "pre"},
+    {NormPlacement::post, "post"},
+}};
+constexpr std::array<std::pair<InitScheme, const char*>, 2> kInitNames{{
+    {InitScheme::gpt, "gpt"},
+    {InitScheme::che, "che"},
+}};
+
 template <typename E, size_t N>
 std::string name_of(const std::array<std::pair<E, const char*>, N>& names, E value) {
   for (const auto& [v, name] : names)
@@ -65,6 +74,19 @@ std::string to_string(DapeVariant variant) {
 }
 std::string to_string(kernels::Activation activation) {
   return name_of(kActivationNames, activation);
+}
+
+std::string to_string(NormPlacement norm) {
+  return name_of(kNormNames, norm);
+}
+std::string to_string(InitScheme init) {
+  return name_of(kInitNames, init);
+}
+NormPlacement parse_norm_placement(const std::string& value, const std::string& key) {
+  return parse_name(kNormNames, value, key);
+}
+InitScheme parse_init_scheme(const std::string& value, const std::string& key) {
+  return parse_name(kInitNames, value, key);
 }
 
 PositionalEncoding parse_positional_encoding(const std::string& value, const std::string& key) {
@@ -128,6 +150,12 @@ void validate(const ModelConfig& c) {
   require(c.dape.width >= 1, "model.dape.width", c.dape.width, "expected a positive DAPE MLP width");
   require(c.fire.width >= 1, "model.fire.width", c.fire.width, "expected a positive FIRE MLP width");
   require(c.fire.L0 >= 1, "model.fire.L0", c.fire.L0, "expected a positive FIRE threshold length");
+  require(c.output_size >= 0, "model.output_size", c.output_size,
+          "expected 0 (the vocabulary) or a positive number of output classes");
+  require(c.randomized_positions >= 0, "model.randomized_positions", c.randomized_positions,
+          "expected 0 (off) or the largest position L > 0");
+  if (!(c.dropout >= 0 && c.dropout < 1))
+    throw ConfigError("model.dropout = " + std::to_string(c.dropout) + ": expected a probability in [0, 1)");
   if (c.base_pe() == kernels::PeKind::rope || c.pe == PositionalEncoding::rope) {
     require(c.head_size() % 2 == 0, "model.n_heads", c.n_heads,
             "RoPE needs an even head size; d_model / n_heads = " + std::to_string(c.head_size()));
@@ -148,6 +176,15 @@ std::string to_json(const ModelConfig& c) {
         {"width", c.dape.width},
         {"activation", to_string(c.dape.activation)}}},
       {"fire", {{"width", c.fire.width}, {"L0", c.fire.L0}}},
+      {"norm", to_string(c.norm)},
+      {"mlp_activation", to_string(c.mlp_activation)},
+      {"scale_embedding", c.scale_embedding},
+      {"attention_bias", c.attention_bias},
+      {"head_bias", c.head_bias},
+      {"output_size", c.output_size},
+      {"dropout", c.dropout},
+      {"randomized_positions", c.randomized_positions},
+      {"init", to_string(c.init)},
   };
   return j.dump();
 }
@@ -180,6 +217,17 @@ ModelConfig model_config_from_json(const std::string& text) {
       c.fire.width = m["fire"].value("width", 32);
       c.fire.L0 = m["fire"].value("L0", 64);
     }
+    const ModelConfig defaults;
+    c.norm = parse_norm_placement(m.value("norm", to_string(defaults.norm)));
+    c.mlp_activation = parse_activation(m.value("mlp_activation", to_string(defaults.mlp_activation)),
+                                        "model.mlp_activation");
+    c.scale_embedding = m.value("scale_embedding", defaults.scale_embedding);
+    c.attention_bias = m.value("attention_bias", defaults.attention_bias);
+    c.head_bias = m.value("head_bias", defaults.head_bias);
+    c.output_size = m.value("output_size", defaults.output_size);
+    c.dropout = m.value("dropout", defaults.dropout);
+    c.randomized_positions = m.value("randomized_positions", defaults.randomized_positions);
+    c.init = parse_init_scheme(m.value("init", to_string(defaults.init)));
   } catch (const nlohmann::json::exception& e) {
     throw Error(std::string("model config attribute is missing a field or has a wrong type: ") + e.what());
   }

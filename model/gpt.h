@@ -41,17 +41,27 @@ class GPT {
   void allocate(int B, int T);
   size_t arena_bytes() const;
 
-  // inputs, targets (B,T) token ids. targets may be nullptr (no loss). Returns the mean cross-entropy
-  // over all B*T positions (0 without targets). Per-position losses: position_losses() (B*T).
+  // The seed of the training-time noise of the following forward(), evaluate() and probe_attention() calls:
+  // dropout masks and randomized positions (model.randomized_positions). Each call advances the stream, so a
+  // trainer that sets it per step from (seed, step) gets the same noise after a resume.
+  void set_noise_seed(uint64_t seed);
+
+  // inputs (B,T) token ids in [0, vocab_size); targets (B,T) class ids in [0, outputs()), or negative for a
+  // position without a loss. targets may be nullptr (no loss). Returns the mean cross-entropy over the
+  // positions that have a target (0 without targets). Applies dropout (model.dropout): this is the training
+  // forward. Per-position losses: position_losses() (B*T, 0 where ignored).
   F forward(const int32_t* inputs, const int32_t* targets, int B, int T);
   const F* position_losses() const;
-  const F* logits() const;  // (B,T,V) of the last forward
+  const F* logits() const;  // (B,T,outputs()) of the last forward
 
-  // Evaluation without a backward: the same per-position losses as forward(), computed with the attention in
-  // blocks of queries and the head in blocks of rows, so memory grows linearly with T (no (B,NH,T,T)
-  // tensors). position_losses (B*T) written; returns their mean. Uses its own buffers, not the training
-  // arena.
-  F evaluate(const int32_t* inputs, const int32_t* targets, int B, int T, F* position_losses);
+  // Evaluation without a backward and without dropout: the same per-position losses as forward(), computed
+  // with the attention in blocks of queries and the head in blocks of rows, so memory grows linearly with T
+  // (no (B,NH,T,T) tensors). position_losses (B*T) written (0 where ignored); returns their mean over the
+  // positions with a target. predictions (B*T), if not nullptr, receives the argmax class of every position
+  // (the first on ties). targets may be nullptr when only predictions are wanted (returns 0). Uses its own
+  // buffers, not the training arena.
+  F evaluate(const int32_t* inputs, const int32_t* targets, int B, int T, F* position_losses,
+             int32_t* predictions = nullptr);
 
   // What the paper's Figure 1 shows for one layer and one query of the sequence `inputs` (T tokens): per
   // head, over the n_keys keys the query attends to, the scaled scores, the positional bias and the DAPE

@@ -42,20 +42,40 @@ class TableBuilder {
   size_t offset_ = 0;
 };
 
+// Haiku's fan-in initialiser: a truncated normal whose standard deviation after truncation at 2 std is
+// 1/sqrt(fan_in); 0.8796... is the standard deviation of a unit normal truncated to [-2, 2].
+double che_fan_in_std(int64_t fan_in) {
+  return 1.0 / std::sqrt(double(fan_in)) / 0.87962566103423978;
+}
+
 }  // namespace
 
 std::vector<ParameterSpec> build_parameter_table(const ModelConfig& c) {
-  const int64_t C = c.d_model, V = c.vocab_size, NH = c.n_heads;
+  const int64_t C = c.d_model, V = c.vocab_size, NH = c.n_heads, O = c.outputs();
+  const kernels::PeKind pe = c.base_pe();
+  const bool che = c.init == InitScheme::che;
+  // A backbone weight of fan-in `fan_in`: DAPE-SPEC §1.3's normal with std `gpt_std`, or CHE's fan-in
+  // truncated normal.
+  TableBuilder t;
+  auto add_weight = [&](const std::string& name, int64_t out, int64_t fan_in, double gpt_std) {
+    if (che) {
+      t.add(name, {out, fan_in}, Init::truncated_normal, che_fan_in_std(fan_in));
+    } else {
+      t.add(name, {out, fan_in}, Init::normal, gpt_std);
+    }
+  };
   const double std_small = std::sqrt(2.0 / (5.0 * C));
   const double std_wang = 2.0 / (c.n_layers * std::sqrt(double(C)));
-  const kernels::PeKind pe = c.base_pe();
-  TableBuilder t;
-  t.add("embed.weight", {V, C}, Init::normal, std_small);
+  if (che) {
+    t.add("embed.weight", {V, C}, Init::truncated_normal, 0.02);
+  } else {
+    t.add("embed.weight", {V, C}, Init::normal, std_small);
+  }
   for (int l = 0; l < c.n_layers; ++l) {
     const std::string p = "layers." + std::to_string(l) + ".";
     t.add_layernorm(p + "ln1", C);
-    t.add(p + "attn.qkv.weight", {3 * C, C}, Init::normal, std_small);
-    t.add(p + "attn.qkv.bias", {3 * C}, Init::constant, 0.0);
+    add_weight(p + "attn.qkv.weight", 3 * C, C, std_small);
+    if (c.attention_bias) t.add(p + "attn.qkv.bias", {3 * C}, Init::constant, 0.0);
     if (pe == kernels::PeKind::kerple) {
       for (const char* side : {"", "_right"}) {
         if (c.causal && *side) break;
@@ -80,16 +100,17 @@ std::vector<ParameterSpec> build_parameter_table(const ModelConfig& c) {
       t.add_default_linear(p + "dape.fc1", c.dape.width, inputs);
       t.add_default_linear(p + "dape.fc2", NH, c.dape.width);
     }
-    t.add(p + "attn.proj.weight", {C, C}, Init::normal, std_wang);
-    t.add(p + "attn.proj.bias", {C}, Init::constant, 0.0);
+    add_weight(p + "attn.proj.weight", C, C, std_wang);
+    if (c.attention_bias) t.add(p + "attn.proj.bias", {C}, Init::constant, 0.0);
     t.add_layernorm(p + "ln2", C);
-    t.add(p + "mlp.fc.weight", {4 * C, C}, Init::normal, std_small);
+    add_weight(p + "mlp.fc.weight", 4 * C, C, std_small);
     t.add(p + "mlp.fc.bias", {4 * C}, Init::constant, 0.0);
-    t.add(p + "mlp.proj.weight", {C, 4 * C}, Init::normal, std_wang);
+    add_weight(p + "mlp.proj.weight", C, 4 * C, std_wang);
     t.add(p + "mlp.proj.bias", {C}, Init::constant, 0.0);
   }
-  t.add_layernorm("ln_f", C);
-  t.add("head.weight", {V, C}, Init::normal, std_small);
+  if (c.norm == NormPlacement::pre) t.add_layernorm("ln_f", C);
+  add_weight("head.weight", O, C, std_small);
+  if (c.head_bias) t.add("head.bias", {O}, Init::constant, 0.0);
   if (pe == kernels::PeKind::t5) {
     t.add("t5.bias", {kernels::kT5Buckets, NH}, Init::normal, std::sqrt(2.0 / (kernels::kT5Buckets + NH)));
   }

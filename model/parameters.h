@@ -13,9 +13,10 @@ namespace dape::model {
 
 // How a tensor is initialised (DAPE-SPEC §1.3).
 enum class Init {
-  normal,    // N(0, std^2)
-  uniform,   // U(lo, hi)
-  constant,  // every entry = value
+  normal,            // N(0, std^2)
+  truncated_normal,  // N(0, std^2) conditioned on |x| <= 2 std (Haiku's truncated normal)
+  uniform,           // U(lo, hi)
+  constant,          // every entry = value
 };
 
 struct ParameterSpec {
@@ -25,10 +26,12 @@ struct ParameterSpec {
   size_t numel = 1;
   bool weight_decay = true;  // false only for LayerNorm tensors and tensors named *.bias
   Init init = Init::constant;
-  double a = 0, b = 0;  // normal: std = a; uniform: [a, b); constant: value = a
+  double a = 0, b = 0;  // normal, truncated_normal: std = a; uniform: [a, b); constant: value = a
 };
 
 // Builds the table for a config, in a fixed order (embedding, layers in order, ln_f, head, t5 table).
+// Optional tensors are absent, not zero: attn.qkv.bias and attn.proj.bias without model.attention_bias,
+// ln_f with model.norm = post, head.bias without model.head_bias.
 std::vector<ParameterSpec> build_parameter_table(const ModelConfig& config);
 
 }  // namespace dape::model

@@ -18,8 +18,10 @@
 #include <numbers>
 #include <utility>
 
+#include "kernels/cpu/activation.h"
 #include "kernels/cpu/parallel.h"
 #include "kernels/error.h"
+#include "kernels/random.h"
 
 namespace dape::kernels {
 namespace {
@@ -159,26 +161,33 @@ void matmul_backward(F* dinp, F* dweight, F* dbias, const F* dout, const F* inp,
 }
 
 template <typename F>
-void gelu_forward(F* out, const F* inp, size_t n) {
-  const F inv_sqrt2 = static_cast<F>(std::numbers::sqrt2 / 2);
+void activation_forward(F* out, const F* inp, size_t n, Activation act) {
 #pragma omp parallel for schedule(static) if (cpu::worth_parallel(n))
+  for (size_t i = 0; i < n; ++i) out[i] = cpu::activation_forward(inp[i], act);
+}
+
+template <typename F>
+void activation_backward(F* dinp, const F* inp, const F* dout, size_t n, Activation act) {
+#pragma omp parallel for schedule(static) if (cpu::worth_parallel(n))
+  for (size_t i = 0; i < n; ++i) dinp[i] = dout[i] * cpu::activation_derivative(inp[i], act);
+}
+
+// Sequential on purpose: the mask is a function of (seed, n) alone, whatever the thread count.
+template <typename F>
+void dropout_forward(F* x, F* mask, double p, size_t n, uint64_t seed) {
+  DAPE_ASSERT(p >= 0 && p < 1);
+  Rng rng(seed);
+  const F keep = static_cast<F>(1.0 / (1.0 - p));
   for (size_t i = 0; i < n; ++i) {
-    const F x = inp[i];
-    out[i] = F(0.5) * x * (F(1) + std::erf(x * inv_sqrt2));
+    mask[i] = rng.uniform() < p ? F(0) : keep;
+    x[i] *= mask[i];
   }
 }
 
 template <typename F>
-void gelu_backward(F* dinp, const F* inp, const F* dout, size_t n) {
-  const F inv_sqrt2 = static_cast<F>(std::numbers::sqrt2 / 2);
-  const F inv_sqrt_2pi = static_cast<F>(std::numbers::inv_sqrtpi * std::numbers::sqrt2 / 2);
+void dropout_backward(F* dx, const F* mask, size_t n) {
 #pragma omp parallel for schedule(static) if (cpu::worth_parallel(n))
-  for (size_t i = 0; i < n; ++i) {
-    const F x = inp[i];
-    const F cdf = F(0.5) * (F(1) + std::erf(x * inv_sqrt2));
-    const F pdf = inv_sqrt_2pi * std::exp(F(-0.5) * x * x);
-    dinp[i] = dout[i] * (cdf + x * pdf);
-  }
+  for (size_t i = 0; i < n; ++i) dx[i] *= mask[i];
 }
 
 template <typename F>
@@ -204,7 +213,11 @@ template <typename F>
 void crossentropy_forward(F* losses, const F* logits, const int32_t* targets, int N, int V) {
 #pragma omp parallel for schedule(static) if (cpu::worth_parallel(size_t(N) * V))
   for (int n = 0; n < N; ++n) {
-    DAPE_ASSERT(targets[n] >= 0 && targets[n] < V);
+    DAPE_ASSERT(targets[n] < V);
+    if (targets[n] < 0) {
+      losses[n] = F(0);
+      continue;
+    }
     const F* x = logits + at(n, 0, V);
     const auto [m, sum] = softmax_normaliser(x, V);
     losses[n] = static_cast<F>(std::log(sum) + m - x[targets[n]]);
@@ -217,9 +230,13 @@ template <typename F>
 void crossentropy_backward(F* dlogits, const F* logits, const int32_t* targets, F dloss, int N, int V) {
 #pragma omp parallel for schedule(static) if (cpu::worth_parallel(size_t(N) * V))
   for (int n = 0; n < N; ++n) {
-    DAPE_ASSERT(targets[n] >= 0 && targets[n] < V);
-    const F* x = logits + at(n, 0, V);
+    DAPE_ASSERT(targets[n] < V);
     F* dx = dlogits + at(n, 0, V);
+    if (targets[n] < 0) {
+      std::fill(dx, dx + V, F(0));
+      continue;
+    }
+    const F* x = logits + at(n, 0, V);
     const auto [m, sum] = softmax_normaliser(x, V);
     const double scale = static_cast<double>(dloss) / sum;
     const int t = targets[n];
@@ -238,8 +255,10 @@ void crossentropy_backward(F* dlogits, const F* logits, const int32_t* targets, 
                                       int);                                                              \
   template void matmul_forward<F>(F*, const F*, const F*, const F*, int, int, int);                      \
   template void matmul_backward<F>(F*, F*, F*, const F*, const F*, const F*, int, int, int);             \
-  template void gelu_forward<F>(F*, const F*, size_t);                                                   \
-  template void gelu_backward<F>(F*, const F*, const F*, size_t);                                        \
+  template void activation_forward<F>(F*, const F*, size_t, Activation);                                 \
+  template void activation_backward<F>(F*, const F*, const F*, size_t, Activation);                      \
+  template void dropout_forward<F>(F*, F*, double, size_t, uint64_t);                                    \
+  template void dropout_backward<F>(F*, const F*, size_t);                                               \
   template void residual_forward<F>(F*, const F*, const F*, size_t);                                     \
   template void crossentropy_forward<F>(F*, const F*, const int32_t*, int, int);                         \
   template void crossentropy_backward<F>(F*, const F*, const int32_t*, F, int, int);

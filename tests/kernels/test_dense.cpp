@@ -274,10 +274,13 @@ class MatmulCase : public OpCaseOf<MatmulCase> {
   Vec R;
 };
 
-class GeluCase : public OpCaseOf<GeluCase> {
+class ActivationCase : public OpCaseOf<ActivationCase> {
  public:
-  GeluCase(Sizes s, std::mt19937_64& rng) : n(size_t(s.N) * s.C) {
+  ActivationCase(Sizes s, std::mt19937_64& rng, Activation act) : n(size_t(s.N) * s.C), act(act) {
     inputs["inp"] = random_vec(rng, n, -4, 4);
+    // Finite differences cannot see through ReLU's kink: keep inputs at least 0.05 away from it.
+    for (double& x : inputs["inp"])
+      if (std::abs(x) < 0.05) x = x < 0 ? x - 0.05 : x + 0.05;
     R = random_vec(rng, n);
     grads = {{"dinp", "inp", Accum::overwrite}};
   }
@@ -286,12 +289,12 @@ class GeluCase : public OpCaseOf<GeluCase> {
   OpRun run(int calls) const {
     const auto inp = to<F>(inputs.at("inp"));
     auto out = unwritten<F>(n);
-    gelu_forward(out.data(), inp.data(), n);
+    activation_forward(out.data(), inp.data(), n, act);
     OpRun r{dot(from(out), R), {{"out", from(out)}}};
     if (calls == 0) return r;
     const auto dout = to<F>(R);
     auto dinp = unwritten<F>(n);
-    for (int k = 0; k < calls; ++k) gelu_backward(dinp.data(), inp.data(), dout.data(), n);
+    for (int k = 0; k < calls; ++k) activation_backward(dinp.data(), inp.data(), dout.data(), n, act);
     r.out["dinp"] = from(dinp);
     return r;
   }
@@ -300,13 +303,15 @@ class GeluCase : public OpCaseOf<GeluCase> {
     Vec out(n);
     for (size_t i = 0; i < n; ++i) {
       const long double x = inputs.at("inp")[i];
-      out[i] = static_cast<double>(0.5L * x * (1 + std::erf(x / std::sqrt(2.0L))));
+      out[i] = act == Activation::relu ? static_cast<double>(std::max(x, 0.0L))
+                                       : static_cast<double>(0.5L * x * (1 + std::erf(x / std::sqrt(2.0L))));
     }
     return {{"out", out}};
   }
 
  private:
   size_t n;
+  Activation act;
   Vec R;
 };
 
@@ -342,6 +347,7 @@ class CrossentropyCase : public OpCaseOf<CrossentropyCase> {
   CrossentropyCase(Sizes s, std::mt19937_64& rng) : N(s.N), V(s.V) {
     inputs["logits"] = random_vec(rng, size_t(N) * V, -3, 3);
     targets = random_ids(rng, N, V);
+    for (int n = 3; n < N; n += 4) targets[n] = -1;  // ignored positions: loss 0, no gradient
     grads = {{"dlogits", "logits", Accum::overwrite}};
     reduction_length = V;
   }
@@ -364,6 +370,7 @@ class CrossentropyCase : public OpCaseOf<CrossentropyCase> {
   Tensors naive() const override {
     Vec losses(N);
     for (int n = 0; n < N; ++n) {
+      if (targets[n] < 0) continue;
       long double z = 0;
       for (int v = 0; v < V; ++v) z += std::exp(static_cast<long double>(inputs.at("logits")[n * V + v]));
       losses[n] = static_cast<double>(std::log(z) - inputs.at("logits")[n * V + targets[n]]);
@@ -383,7 +390,8 @@ std::unique_ptr<OpCase> make_case(const std::string& op, Sizes s, uint64_t seed 
   if (op == "layernorm") return std::make_unique<LayernormCase>(s, rng);
   if (op == "matmul") return std::make_unique<MatmulCase>(s, rng, true);
   if (op == "matmul_nobias") return std::make_unique<MatmulCase>(s, rng, false);
-  if (op == "gelu") return std::make_unique<GeluCase>(s, rng);
+  if (op == "gelu") return std::make_unique<ActivationCase>(s, rng, Activation::gelu);
+  if (op == "relu") return std::make_unique<ActivationCase>(s, rng, Activation::relu);
   if (op == "residual") return std::make_unique<ResidualCase>(s, rng);
   if (op == "crossentropy") return std::make_unique<CrossentropyCase>(s, rng);
   ADD_FAILURE() << "no test case for op " << op;
@@ -480,7 +488,7 @@ TEST_P(DenseOp, NonBlasOutputsIgnoreThreadCount) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Dense, DenseOp,
-                         ::testing::Values("encoder", "layernorm", "matmul", "matmul_nobias", "gelu",
+                         ::testing::Values("encoder", "layernorm", "matmul", "matmul_nobias", "gelu", "relu",
                                            "residual", "crossentropy"),
                          [](const ::testing::TestParamInfo<std::string>& info) { return info.param; });
 
@@ -530,6 +538,33 @@ void expect_crossentropy_stable_for_large_logits() {
 TEST(DenseCrossentropy, StableForLogitsBeyondExpRange) {
   expect_crossentropy_stable_for_large_logits<float>();
   expect_crossentropy_stable_for_large_logits<double>();
+}
+
+// Inverted dropout: about p of the entries are zeroed, the rest scaled by 1 / (1 - p); the same seed gives
+// the same mask; the backward multiplies by that mask.
+TEST(DenseDropout, DropsAFractionPAndScalesTheRest) {
+  const size_t n = 100000;
+  const double p = 0.1;
+  std::vector<double> x(n, 2.0), mask(n);
+  dropout_forward(x.data(), mask.data(), p, n, 42);
+  size_t dropped = 0;
+  for (size_t i = 0; i < n; ++i) {
+    if (mask[i] == 0) {
+      ++dropped;
+      EXPECT_EQ(x[i], 0.0);
+    } else {
+      EXPECT_DOUBLE_EQ(mask[i], 1 / (1 - p));
+      EXPECT_DOUBLE_EQ(x[i], 2 / (1 - p));
+    }
+  }
+  // 5 standard deviations of a binomial(n, p) count.
+  EXPECT_NEAR(double(dropped), p * n, 5 * std::sqrt(n * p * (1 - p)));
+  std::vector<double> again(n, 2.0), mask_again(n);
+  dropout_forward(again.data(), mask_again.data(), p, n, 42);
+  EXPECT_EQ(mask, mask_again);
+  std::vector<double> dx(n, 3.0);
+  dropout_backward(dx.data(), mask.data(), n);
+  for (size_t i = 0; i < n; ++i) EXPECT_DOUBLE_EQ(dx[i], 3.0 * mask[i]);
 }
 
 TEST(DenseResidual, OutputMayAliasFirstInput) {
