@@ -22,6 +22,7 @@ void add_export_command(CLI::App& app);     // dape export (launcher/cmd_export.
 void add_inspect_command(CLI::App& app);    // dape inspect (launcher/cmd_inspect.cpp)
 void add_visualize_command(CLI::App& app);  // dape visualize (launcher/cmd_visualize.cpp)
 void add_tokenize_command(CLI::App& app);   // dape tokenize (launcher/cmd_tokenize.cpp)
+void add_che_command(CLI::App& app);        // dape che sample|train|eval|table (launcher/cmd_che.cpp)
 
 // The progress bar of `dape prepare` and `dape corpus` on stderr, and their closing summary
 // (cmd_prepare.cpp).

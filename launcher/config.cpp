@@ -178,6 +178,37 @@ std::vector<ConfigKey> build_schema() {
       int_key(
           "model.fire.L0", [](RunConfig& c) -> int& { return c.model.fire.L0; },
           "FIRE's fixed base threshold L0 (DAPE-SPEC §3.5); fire and dape-fire only"),
+      choice_key<model::NormPlacement>(
+          "model.norm", [](RunConfig& c) -> model::NormPlacement& { return c.model.norm; },
+          model::NormPlacement::post, &model::parse_norm_placement,
+          "LayerNorm placement: pre (x + f(LN(x)), a final LN; GPT-2) or post (LN(x + f(x)), no final LN; "
+          "the CHE encoder)"),
+      choice_key<Activation>(
+          "model.mlp_activation", [](RunConfig& c) -> Activation& { return c.model.mlp_activation; },
+          Activation::gelu, &model::parse_activation, "activation between the two MLP layers"),
+      bool_key(
+          "model.scale_embedding", [](RunConfig& c) -> bool& { return c.model.scale_embedding; },
+          "multiply the token embedding by sqrt(d_model) (the CHE encoder)"),
+      bool_key(
+          "model.attention_bias", [](RunConfig& c) -> bool& { return c.model.attention_bias; },
+          "biases on the qkv and attention output projections"),
+      bool_key(
+          "model.head_bias", [](RunConfig& c) -> bool& { return c.model.head_bias; },
+          "a bias on the output head"),
+      int_key(
+          "model.output_size", [](RunConfig& c) -> int& { return c.model.output_size; },
+          "rows of the output head (classes of a classifier); 0: model.vocab_size (a language model)"),
+      number_key(
+          "model.dropout", [](RunConfig& c) -> double& { return c.model.dropout; },
+          "dropout probability after the attention and MLP outputs, training only; 0 <= p < 1"),
+      int_key(
+          "model.randomized_positions", [](RunConfig& c) -> int& { return c.model.randomized_positions; },
+          "randomized positions (Ruoss et al. 2023) drawn from {0..L-1} per layer and forward, also in "
+          "evaluation; L must cover the longest sequence; 0: off (docs/positional-encodings.md)"),
+      choice_key<model::InitScheme>(
+          "model.init", [](RunConfig& c) -> model::InitScheme& { return c.model.init; },
+          model::InitScheme::che, &model::parse_init_scheme,
+          "initialisation: gpt (DAPE-SPEC §1.3) or che (Haiku defaults of the CHE reference encoder)"),
       int_key(
           "train.seq_len", [](RunConfig& c) -> int& { return c.train.seq_len; },
           "tokens per training window (T); >= 1"),
@@ -241,6 +272,31 @@ std::vector<ConfigKey> build_schema() {
       string_key(
           "data.tokenizer", [](RunConfig& c) -> std::string& { return c.data.tokenizer; },
           "tokenizer: byte (one token per byte, vocabulary 256)"),
+      string_key(
+          "che.task", [](RunConfig& c) -> std::string& { return c.che.task; },
+          "CHE task (dape che train --task); CHE runs only"),
+      string_key(
+          "che.budget", [](RunConfig& c) -> std::string& { return c.che.budget; },
+          "the --budget preset the run started from (smoke, small, paper); CHE runs only"),
+      int_key(
+          "che.min_length", [](RunConfig& c) -> int& { return c.che.min_length; },
+          "shortest training length n; each step draws one n uniformly for its whole batch"),
+      int_key(
+          "che.max_length", [](RunConfig& c) -> int& { return c.che.max_length; },
+          "longest training length n (CHE: 40); longer lengths are out of distribution"),
+      string_key(
+          "che.eval_lengths", [](RunConfig& c) -> std::string& { return c.che.eval_lengths; },
+          "lengths dape che eval scores: comma-separated N, A-B or A-B:STEP (e.g. 1-40,41-500:20)"),
+      int_key(
+          "che.eval_samples", [](RunConfig& c) -> int& { return c.che.eval_samples; },
+          "evaluation instances per length (CHE: 512)"),
+      int_key(
+          "che.eval_group", [](RunConfig& c) -> int& { return c.che.eval_group; },
+          "instances per accuracy group; a length's accuracy is the mean of its groups' token-weighted "
+          "accuracies (CHE: 64)"),
+      seed_key(
+          "che.eval_seed", [](RunConfig& c) -> uint64_t& { return c.che.eval_seed; },
+          "seed of the evaluation instances and of the randomized positions during evaluation"),
   };
 }
 
@@ -441,6 +497,17 @@ RunConfig load_config(const std::string& path, const std::vector<std::string>& o
 }
 
 void validate(const RunConfig& config) {
+  validate_training(config);
+  std::unique_ptr<data::Tokenizer> tokenizer = data::make_tokenizer(config.data.tokenizer);
+  if (tokenizer->vocab_size() > config.model.vocab_size)
+    fail("model.vocab_size", std::to_string(config.model.vocab_size),
+         "expected at least the vocabulary of data.tokenizer '" + config.data.tokenizer + "' (" +
+             std::to_string(tokenizer->vocab_size()) + ")");
+  check_data_file("data.train", config.data.train);
+  check_data_file("data.val", config.data.val);
+}
+
+void validate_training(const RunConfig& config) {
   const TrainConfig& t = config.train;
   check_positive("train.seq_len", t.seq_len, "tokens per training window");
   check_positive("train.micro_batch", t.micro_batch, "sequences per micro-batch");
@@ -465,19 +532,24 @@ void validate(const RunConfig& config) {
          "expected an integer >= 0 (0: keep every checkpoint)");
 
   model::validate(config.model);
-
-  std::unique_ptr<data::Tokenizer> tokenizer = data::make_tokenizer(config.data.tokenizer);
-  if (tokenizer->vocab_size() > config.model.vocab_size)
-    fail("model.vocab_size", std::to_string(config.model.vocab_size),
-         "expected at least the vocabulary of data.tokenizer '" + config.data.tokenizer + "' (" +
-             std::to_string(tokenizer->vocab_size()) + ")");
-  check_data_file("data.train", config.data.train);
-  check_data_file("data.val", config.data.val);
 }
+
+namespace {
+
+// A CHE run (che.task set) has no data.* keys in use, any other run no che.* keys.
+bool key_in_use(const RunConfig& config, const std::string& key) {
+  const bool che_run = !config.che.task.empty();
+  if (key.starts_with("che.")) return che_run;
+  if (key.starts_with("data.")) return !che_run;
+  return true;
+}
+
+}  // namespace
 
 std::string to_yaml(const RunConfig& config) {
   YAML::Node root(YAML::NodeType::Map);
   for (const ConfigKey& k : config_schema()) {
+    if (!key_in_use(config, k.name)) continue;
     std::vector<std::string> parts;
     std::stringstream ss(k.name);
     for (std::string part; std::getline(ss, part, '.');) parts.push_back(part);
@@ -495,6 +567,7 @@ std::vector<std::string> summary_lines(const RunConfig& config) {
   std::vector<std::string> lines;
   std::string section;
   for (const ConfigKey& k : config_schema()) {
+    if (!key_in_use(config, k.name)) continue;
     std::string s = section_of(k.name);
     if (s != section) {
       lines.push_back(s + ":");

@@ -41,10 +41,23 @@ struct DataConfig {
   std::string tokenizer = "byte";
 };
 
+// The che.* keys of `dape che train` and `dape che eval` (CHE.md); unused by `dape train`. The training
+// lengths are uniform in [min_length, max_length], one length per step.
+struct CheConfig {
+  std::string task;    // a CHE task name (data/che.h)
+  std::string budget;  // the --budget preset the run started from (smoke, small, paper), for the tables
+  int min_length = 1, max_length = 40;
+  std::string eval_lengths = "1-500";  // the lengths `dape che eval` scores, e.g. "1-40,41-500:20"
+  int eval_samples = 512;              // instances per length, scored in groups of eval_group
+  int eval_group = 64;
+  uint64_t eval_seed = 1;  // the evaluation instances and the model's randomized positions
+};
+
 struct RunConfig {
   model::ModelConfig model;
   TrainConfig train;
   DataConfig data;
+  CheConfig che;
 };
 
 enum class ValueType { integer, number, boolean, string, choice };
@@ -83,8 +96,11 @@ RunConfig load_config(const std::string& path, const std::vector<std::string>& o
 // Every check that needs no tokenizing: sizes, ranges, cross-key rules, the model (model::validate), the
 // tokenizer name and vocabulary, and that the data files exist. Throws ConfigError.
 void validate(const RunConfig& config);
+// The checks of the train.* and model.* keys alone (validate() without data.*).
+void validate_training(const RunConfig& config);
 
-// The config as nested YAML, every key present (loadable by load_config).
+// The config as nested YAML, every key in use present (loadable by load_config): the che.* keys only in a
+// CHE run (che.task set), the data.* keys only outside one.
 std::string to_yaml(const RunConfig& config);
 // One line per section: "model: n_layers=2 d_model=64 ...".
 std::vector<std::string> summary_lines(const RunConfig& config);

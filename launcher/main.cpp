@@ -53,6 +53,7 @@ int main(int argc, char** argv) {
   add_prepare_command(app);
   add_corpus_command(app);
   add_tokenize_command(app);
+  add_che_command(app);
 
   try {
     app.parse(argc, argv);

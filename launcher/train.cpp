@@ -18,6 +18,7 @@
 #include "data/data.h"
 #include "kernels/error.h"
 #include "kernels/positional.h"
+#include "kernels/random.h"
 #include "launcher/files.h"
 #include "launcher/run_state.h"
 #include "model/optimizer.h"
@@ -130,13 +131,14 @@ double validation_loss(model::GPT<float>& gpt, const data::WindowSource& windows
   const int T = windows.seq_len();
   const int64_t n = std::min<int64_t>(kMaxEvalWindows, windows.num_windows());
   std::vector<int32_t> inputs(static_cast<size_t>(B) * T), targets(inputs.size());
+  std::vector<float> losses(inputs.size());
   double sum = 0;
   for (int64_t w0 = 0; w0 < n; w0 += B) {
     int nb = static_cast<int>(std::min<int64_t>(B, n - w0));
     for (int b = 0; b < nb; ++b)
       windows.eval_window(inputs.data() + static_cast<size_t>(b) * T,
                           targets.data() + static_cast<size_t>(b) * T, w0 + b);
-    sum += static_cast<double>(gpt.forward(inputs.data(), targets.data(), nb, T)) * nb;
+    sum += static_cast<double>(gpt.evaluate(inputs.data(), targets.data(), nb, T, losses.data())) * nb;
   }
   *n_windows = n;
   return sum / static_cast<double>(n);
@@ -152,13 +154,6 @@ void write_weights(const fs::path& path, model::GPT<float>& gpt) {
   checkpoint::write_weight_file(path.string(), tensors, model::to_json(gpt.config()));
 }
 
-std::string resolved_config_text(const RunConfig& config, const TrainRequest& request) {
-  std::string header = "# Resolved by `dape train " + request.config_path;
-  for (const std::string& o : request.overrides) header += " --set " + o;
-  std::replace(header.begin(), header.end(), '\n', ' ');
-  return header + "`; every key is listed.\n" + to_yaml(config);
-}
-
 [[noreturn]] void refuse_step(int step, const std::string& what, double value, const TrainConfig& t) {
   throw Error(
       fmt::format("step {}: {} = {} is not finite; stopped before the update and model.h5 was not written. "
@@ -166,32 +161,27 @@ std::string resolved_config_text(const RunConfig& config, const TrainRequest& re
                   step, what, value, t.lr));
 }
 
-// The token buffers of one micro-batch and the position in the training order.
-struct Batch {
-  Batch(int B, int T) : inputs(static_cast<size_t>(B) * T), targets(inputs.size()) {}
-  std::vector<int32_t> inputs, targets;
-  int64_t cursor = 0;
-};
-
 struct StepStats {
   double loss = 0, grad_norm = 0, lr = 0;
   long long tokens = 0;
 };
 
 // One optimizer step (DAPE-SPEC §2.2): gradients of grad_accum micro-batches, global-norm clip, the finite
-// check, the AdamW update with lr(step - 1), then the optional Kerple projection.
+// check, the AdamW update with lr(step - 1), then the optional Kerple projection. The model's noise (dropout,
+// randomized positions) is seeded from (train.seed, step, micro-batch), so a resumed run draws the same.
 StepStats train_step(int step, model::GPT<float>& gpt, model::AdamW<float>& adamw,
-                     const model::LrSchedule& schedule, const data::WindowSource& windows,
-                     const TrainConfig& t, Batch& batch) {
-  const int B = t.micro_batch, T = t.seq_len;
+                     const model::LrSchedule& schedule, TrainingData& data, const TrainConfig& t,
+                     MicroBatch& batch) {
   StepStats stats;
   gpt.zero_grad();
   for (int m = 0; m < t.grad_accum; ++m) {
-    batch.cursor = windows.train_batch(batch.inputs.data(), batch.targets.data(), B, t.seed, batch.cursor);
-    const float loss = gpt.forward(batch.inputs.data(), batch.targets.data(), B, T);
+    data.next(step, m, batch);
+    gpt.set_noise_seed(Rng::mix(t.seed ^ Rng::mix(uint64_t(step) * 4096 + uint64_t(m))));
+    const float loss = gpt.forward(batch.inputs.data(), batch.targets.data(), batch.B, batch.T);
     if (!std::isfinite(loss)) refuse_step(step, "loss", loss, t);
     gpt.backward(1.0f / static_cast<float>(t.grad_accum));
     stats.loss += loss;
+    stats.tokens += static_cast<long long>(batch.B) * batch.T;
   }
   stats.loss /= t.grad_accum;
   stats.grad_norm = model::clip_grad_norm(gpt.grads(), gpt.num_parameters(), t.clip);
@@ -199,7 +189,6 @@ StepStats train_step(int step, model::GPT<float>& gpt, model::AdamW<float>& adam
   stats.lr = schedule.lr_at(step - 1);
   adamw.step(gpt.params(), gpt.grads(), stats.lr);
   if (t.kerple_project) project_kerple(gpt);
-  stats.tokens = static_cast<long long>(B) * T * t.grad_accum;
   return stats;
 }
 
@@ -214,17 +203,14 @@ class StepLogger {
     log_->info("{}", line);
   }
 
-  void log_start(const std::string& config_path, const std::string& run_dir, const RunConfig& config,
-                 model::GPT<float>& gpt, const data::Tokenizer& tokenizer, const data::WindowSource& train,
-                 const data::WindowSource& val) {
-    info(fmt::format("dape train {} -> {}", config_path, run_dir));
+  void log_start(const std::string& command, const std::string& run_dir, const RunConfig& config,
+                 model::GPT<float>& gpt, const std::vector<std::string>& data_lines) {
+    info(fmt::format("{} -> {}", command, run_dir));
     for (const std::string& line : summary_lines(config)) info("  " + line);
     info(fmt::format("model: {} parameters, activation arena {:.1f} MiB for B={} T={}",
                      format_count(gpt.num_parameters()), gpt.arena_bytes() / 1048576.0, t_.micro_batch,
                      t_.seq_len));
-    info(fmt::format("data: train {} tokens ({} windows), val {} tokens ({} windows), tokenizer {}",
-                     format_count(train.num_tokens()), format_count(train.num_windows()),
-                     format_count(val.num_tokens()), format_count(val.num_windows()), tokenizer.name()));
+    for (const std::string& line : data_lines) info(line);
     start_ = last_log_ = Clock::now();
   }
 
@@ -262,10 +248,12 @@ class StepLogger {
     progress_.update(step, s.loss, eta);
   }
 
-  void log_validation(double val_loss, int64_t windows, const std::string& val_file) {
-    metrics_.write({{"step", t_.steps}, {"val_loss", val_loss}, {"val_windows", windows}});
-    info(fmt::format("val_loss {:.4f} (perplexity {:.2f}) over {} windows of {} tokens of {}", val_loss,
-                     std::exp(val_loss), windows, t_.seq_len, val_file));
+  // The final evaluation's record (with "step" added) and its log line.
+  void log_final(nlohmann::ordered_json record, const std::string& line) {
+    nlohmann::ordered_json out{{"step", t_.steps}};
+    out.update(record);
+    metrics_.write(out);
+    info(line);
   }
 
  private:
@@ -323,24 +311,12 @@ std::string choose_run_dir(const std::string& requested, const std::string& conf
   return dir;
 }
 
-void train(const TrainRequest& request) {
-  const RunConfig config = load_config(request.config_path, request.overrides);
-  validate(config);
-  const std::string run_dir = choose_run_dir(request.run_dir, request.config_path);
+void run_training(const RunConfig& config, const std::string& command, const std::string& run_dir,
+                  TrainingData& data) {
   const TrainConfig& t = config.train;
   const auto start = Clock::now();
   const StopSignals stop_signals;
 
-  // Everything that can fail on input runs before the run directory exists.
-  auto tokenizer = data::make_tokenizer(config.data.tokenizer);
-  // A directory written by `dape prepare` streams its shards; anything else is a text file
-  // (docs/data-format.md).
-  const auto train_source = data::open_window_source(config.data.train, data::Split::train, t.seq_len,
-                                                     *tokenizer, config.model.vocab_size);
-  const auto val_source = data::open_window_source(config.data.val, data::Split::val, t.seq_len, *tokenizer,
-                                                   config.model.vocab_size);
-  const data::WindowSource& train_windows = *train_source;
-  const data::WindowSource& val_windows = *val_source;
   model::GPT<float> gpt(config.model);
   gpt.init_parameters(t.seed);
   gpt.allocate(t.micro_batch, t.seq_len);
@@ -348,27 +324,26 @@ void train(const TrainRequest& request) {
   const model::LrSchedule schedule{t.lr, t.min_lr, t.warmup_steps, t.steps};
   const bool resuming = fs::is_directory(checkpoints_dir(run_dir));
   ResumeResult resumed;
-  if (resuming) resumed = resume_from_checkpoints(run_dir, config, train_windows.num_windows(), gpt, adamw);
+  if (resuming) resumed = resume_from_checkpoints(run_dir, config, data.num_windows, gpt, adamw);
 
   fs::create_directories(checkpoints_dir(run_dir));
-  const std::string config_text = resolved_config_text(config, request);
+  const std::string config_text = "# Resolved by `" + command + "`; every key is listed.\n" + to_yaml(config);
   write_text_atomic((fs::path(run_dir) / "config.yaml").string(), config_text);
   if (resuming) truncate_metrics((fs::path(run_dir) / "metrics.jsonl").string(), resumed.progress.step);
   StepLogger logger(fs::path(run_dir) / "metrics.jsonl", t);
-  logger.log_start(request.config_path, run_dir, config, gpt, *tokenizer, train_windows, val_windows);
+  logger.log_start(command, run_dir, config, gpt, data.log_lines);
   for (const std::string& line : resumed.log) logger.info(line);
   logger.resume(resumed.progress);
   Checkpointer checkpointer(run_dir, config, config_text, gpt.num_parameters(),
                             [&logger](const std::string& line) { logger.info(line); });
 
-  Batch batch(t.micro_batch, t.seq_len);
+  MicroBatch batch;
   batch.cursor = resumed.progress.cursor;
   auto save = [&](int step) {
-    checkpointer.save(gpt, adamw, {step, logger.tokens(), logger.elapsed(), batch.cursor},
-                      train_windows.num_windows());
+    checkpointer.save(gpt, adamw, {step, logger.tokens(), logger.elapsed(), batch.cursor}, data.num_windows);
   };
   for (int step = resumed.progress.step + 1; step <= t.steps; ++step) {
-    logger.log_step(step, train_step(step, gpt, adamw, schedule, train_windows, t, batch));
+    logger.log_step(step, train_step(step, gpt, adamw, schedule, data, t, batch));
     checkpointer.poll();
     const char* signal = stop_signals.received();
     if (signal || (t.ckpt_every > 0 && step % t.ckpt_every == 0 && step < t.steps)) save(step);
@@ -381,19 +356,58 @@ void train(const TrainRequest& request) {
       return;
     }
   }
-  if (resumed.progress.step < t.steps) save(t.steps);  // the final checkpoint, written during validation
+  if (resumed.progress.step < t.steps) save(t.steps);  // the final checkpoint, written during evaluation
 
-  int64_t n_val = 0;
-  const double val_loss = validation_loss(gpt, val_windows, t.micro_batch, &n_val);
-  if (!std::isfinite(val_loss))
-    throw Error(fmt::format("validation loss = {} is not finite after training", val_loss));
-  logger.log_validation(val_loss, n_val, config.data.val);
+  const FinalEvaluation final_eval = data.evaluate(gpt);
+  logger.log_final(final_eval.record, final_eval.line);
   write_weights(fs::path(run_dir) / "model.h5", gpt);
   checkpointer.finish();
   logger.info(fmt::format("wrote {} in {}", (fs::path(run_dir) / "model.h5").string(),
                           format_duration(seconds_since(start))));
   std::fputs(plot_loss_curve(read_metrics(run_dir)).c_str(), stdout);
   std::fflush(stdout);
+}
+
+void train(const TrainRequest& request) {
+  const RunConfig config = load_config(request.config_path, request.overrides);
+  validate(config);
+  const std::string run_dir = choose_run_dir(request.run_dir, request.config_path);
+  const TrainConfig& t = config.train;
+
+  // Everything that can fail on input runs before the run directory exists.
+  auto tokenizer = data::make_tokenizer(config.data.tokenizer);
+  // A directory written by `dape prepare` streams its shards; anything else is a text file
+  // (docs/data-format.md).
+  const auto train_windows = data::open_window_source(config.data.train, data::Split::train, t.seq_len,
+                                                      *tokenizer, config.model.vocab_size);
+  const auto val_windows = data::open_window_source(config.data.val, data::Split::val, t.seq_len, *tokenizer,
+                                                    config.model.vocab_size);
+  TrainingData training;
+  training.log_lines = {fmt::format(
+      "data: train {} tokens ({} windows), val {} tokens ({} windows), tokenizer {}",
+      format_count(train_windows->num_tokens()), format_count(train_windows->num_windows()),
+      format_count(val_windows->num_tokens()), format_count(val_windows->num_windows()), tokenizer->name())};
+  training.num_windows = train_windows->num_windows();
+  training.next = [&](int, int, MicroBatch& batch) {
+    batch.B = t.micro_batch, batch.T = t.seq_len;
+    batch.inputs.resize(size_t(batch.B) * batch.T), batch.targets.resize(batch.inputs.size());
+    batch.cursor =
+        train_windows->train_batch(batch.inputs.data(), batch.targets.data(), batch.B, t.seed, batch.cursor);
+  };
+  training.evaluate = [&](model::GPT<float>& gpt) {
+    int64_t n_val = 0;
+    const double val_loss = validation_loss(gpt, *val_windows, t.micro_batch, &n_val);
+    if (!std::isfinite(val_loss))
+      throw Error(fmt::format("validation loss = {} is not finite after training", val_loss));
+    return FinalEvaluation{
+        {{"val_loss", val_loss}, {"val_windows", n_val}},
+        fmt::format("val_loss {:.4f} (perplexity {:.2f}) over {} windows of {} tokens of {}", val_loss,
+                    std::exp(val_loss), n_val, t.seq_len, config.data.val)};
+  };
+  std::string command = "dape train " + request.config_path;
+  for (const std::string& o : request.overrides) command += " --set " + o;
+  std::replace(command.begin(), command.end(), '\n', ' ');
+  run_training(config, command, run_dir, training);
 }
 
 std::vector<MetricsRecord> read_metrics(const std::string& path) {

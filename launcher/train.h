@@ -9,7 +9,10 @@
 //                  (checkpoint/state.h); a run directory that has it is resumed (launcher/run_state.h)
 #pragma once
 
+#include <cstdint>
+#include <functional>
 #include <map>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
@@ -33,6 +36,36 @@ struct TrainRequest {
 // Error (e.g. a non-finite loss or gradient norm, naming the step; model.h5 is then not written).
 void train(const TrainRequest& request);
 
+// One micro-batch: B sequences of T tokens (T may change from step to step) and the training-order cursor
+// (of text windows; unused by generated data).
+struct MicroBatch {
+  std::vector<int32_t> inputs, targets;  // (B,T); a negative target is a position without a loss
+  int B = 0, T = 0;
+  int64_t cursor = 0;
+};
+
+// The evaluation after the last step: its metrics.jsonl fields and its log line.
+struct FinalEvaluation {
+  nlohmann::ordered_json record;
+  std::string line;
+};
+
+// What a run trains on: text windows (`dape train`) or generated CHE batches (`dape che train`).
+struct TrainingData {
+  std::vector<std::string> log_lines;  // printed at the start, after the model line
+  int64_t num_windows = 1;             // the cursor's domain, checked on resume
+  // Fills micro-batch `micro` (0-based) of optimizer step `step` (1-based); advances batch.cursor.
+  std::function<void(int step, int micro, MicroBatch& batch)> next;
+  std::function<FinalEvaluation(model::GPT<float>& gpt)> evaluate;
+};
+
+// The training loop shared by `dape train` and `dape che train`: builds the model, resumes from
+// RUN_DIR/checkpoints when it exists, writes config.yaml (headed by `command`), trains with logging,
+// checkpoints and the stop signals of train(), runs data.evaluate, and writes model.h5. The config must be
+// validated and run_dir chosen (choose_run_dir) before.
+void run_training(const RunConfig& config, const std::string& command, const std::string& run_dir,
+                  TrainingData& data);
+
 // The run directory to use. A given directory that has checkpoints/ is returned for resuming; otherwise it
 // must not hold model.h5 or metrics.jsonl (ConfigError). The default is runs/<config stem>-<timestamp>,
 // with -2, -3, ... appended if that exists. Creates nothing.
@@ -40,7 +73,8 @@ std::string choose_run_dir(const std::string& requested, const std::string& conf
 
 // Whether a parameter is a Kerple p or a (names ending in .pe.kerple.p, .a, .p_right, .a_right).
 bool is_kerple_parameter(const std::string& name);
-// Clamps every Kerple p, a of the model to >= kernels::kKerpleMin in place; returns how many tensors it visited.
+// Clamps every Kerple p, a of the model to >= kernels::kKerpleMin in place; returns how many tensors it
+// visited.
 int project_kerple(model::GPT<float>& gpt);
 
 // One line of metrics.jsonl: the numeric fields by name.

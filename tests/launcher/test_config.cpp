@@ -37,6 +37,15 @@ TEST(ConfigSchema, HasExactlyTheDocumentedKeys) {
                                              "model.dape.activation",
                                              "model.fire.width",
                                              "model.fire.L0",
+                                             "model.norm",
+                                             "model.mlp_activation",
+                                             "model.scale_embedding",
+                                             "model.attention_bias",
+                                             "model.head_bias",
+                                             "model.output_size",
+                                             "model.dropout",
+                                             "model.randomized_positions",
+                                             "model.init",
                                              "train.seq_len",
                                              "train.micro_batch",
                                              "train.grad_accum",
@@ -56,7 +65,15 @@ TEST(ConfigSchema, HasExactlyTheDocumentedKeys) {
                                              "train.keep_last",
                                              "data.train",
                                              "data.val",
-                                             "data.tokenizer"};
+                                             "data.tokenizer",
+                                             "che.task",
+                                             "che.budget",
+                                             "che.min_length",
+                                             "che.max_length",
+                                             "che.eval_lengths",
+                                             "che.eval_samples",
+                                             "che.eval_group",
+                                             "che.eval_seed"};
   std::vector<std::string> names;
   for (const ConfigKey& k : config_schema()) {
     names.push_back(k.name);

@@ -1,0 +1,45 @@
+"""Draws per-length accuracy from the che_eval.json of `dape che eval`.
+
+    python3 tools/plot_che.py CHE_EVAL.json OUT.png
+
+The shaded band marks the training lengths; the dashed line is the task's chance level. Exit 3 (one line on
+stderr) when matplotlib is not installed (Debian: python3-matplotlib).
+"""
+
+import json
+import sys
+
+MISSING_MODULE = 3
+
+
+def main(argv):
+    if len(argv) != 3:
+        print("usage: plot_che.py CHE_EVAL.json OUT.png", file=sys.stderr)
+        return 2
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("python module matplotlib is not installed", file=sys.stderr)
+        return MISSING_MODULE
+
+    with open(argv[1]) as f:
+        e = json.load(f)
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.axvspan(0.5, e["max_train_length"] + 0.5, color="0.9", label="training lengths")
+    ax.plot(e["lengths"], [100 * a for a in e["accuracy"]], marker=".", label=e["pe"])
+    ax.axhline(100 * e["chance"], color="0.4", linestyle="--", linewidth=1, label="chance")
+    ax.set_xlabel("length n")
+    ax.set_ylabel("per-token accuracy (%)")
+    ax.set_ylim(0, 100)
+    ax.set_title("{} / {} (seed {}): {:.1f}% beyond training".format(
+        e["task"], e["pe"], e["seed"], 100 * e["ood_mean"]))
+    ax.legend(loc="lower left")
+    fig.tight_layout()
+    fig.savefig(argv[2], dpi=120)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
