@@ -189,9 +189,10 @@ TrainingData training_data(const RunConfig& config) {
   };
   data.evaluate = [config](model::GPT<float>& gpt) {
     const CheConfig& che = config.che;
+    // Eight lengths spread over the training range, both ends included.
     std::vector<int> lengths;
-    for (int n = che.min_length; n <= che.max_length; n += std::max(1, (che.max_length - che.min_length) / 7))
-      lengths.push_back(n);
+    for (int i = 0; i < 8; ++i) lengths.push_back(che.min_length + (che.max_length - che.min_length) * i / 7);
+    lengths.erase(std::unique(lengths.begin(), lengths.end()), lengths.end());
     const Evaluation e = evaluate(gpt, config, lengths, 32, 32, che.eval_seed);
     return FinalEvaluation{
         {{"id_accuracy", e.id_mean}, {"id_lengths", e.id_lengths}},

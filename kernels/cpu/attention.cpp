@@ -8,6 +8,7 @@
 
 #include "kernels/attention.h"
 #include "kernels/cpu/activation.h"
+#include "kernels/cpu/blas.h"
 #include "kernels/cpu/parallel.h"
 #include "kernels/error.h"
 
@@ -15,6 +16,7 @@ namespace dape::kernels {
 
 using cpu::activation_derivative;
 using cpu::activation_forward;
+using cpu::gemm;
 using cpu::worth_parallel;
 
 int AttentionSpec::dape_inputs() const {
@@ -100,21 +102,13 @@ void dape_gather_inputs(F* z, const RowView<F>& row, int n, const AttentionSpec&
   }
 }
 
-// u (D,n) = W1 z + c1; a (D,n) = act(u).
+// u (D,n) = W1 z + c1; a (D,n) = act(u). One GEMM per row: the MLP is most of DAPE's cost on the CPU.
 template <typename F>
 void dape_hidden(F* u, F* a, const F* z, const DapeTensors<const F*>& w, int n, const AttentionSpec& s) {
   const int D = s.dape_width, Zin = s.dape_inputs();
-  for (int d = 0; d < D; ++d) {
-    F* ud = u + size_t(d) * n;
-    std::fill(ud, ud + n, w.fc1_bias[d]);
-    for (int m = 0; m < Zin; ++m) {
-      const F wdm = w.fc1_weight[d * Zin + m];
-      const F* zm = z + size_t(m) * n;
-      for (int j = 0; j < n; ++j) ud[j] += wdm * zm[j];
-    }
-    F* ad = a + size_t(d) * n;
-    for (int j = 0; j < n; ++j) ad[j] = activation_forward(ud[j], s.dape_activation);
-  }
+  for (int d = 0; d < D; ++d) std::fill(u + size_t(d) * n, u + size_t(d + 1) * n, w.fc1_bias[d]);
+  gemm(CblasNoTrans, CblasNoTrans, D, n, Zin, F(1), w.fc1_weight, Zin, z, n, F(1), u, n);
+  activation_forward(a, u, size_t(D) * n, s.dape_activation);
 }
 
 template <typename F>
@@ -152,12 +146,9 @@ void row_logits(RowWorkspace<F>& ws, const RowView<F>& row, const DapeTensors<co
     F* lh = ws.logits.data() + size_t(h) * n;
     const F c2 = dape.fc2_bias[h];
     for (int j = 0; j < n; ++j) lh[j] += c2;
-    for (int d = 0; d < D; ++d) {
-      const F w = dape.fc2_weight[h * D + d];
-      const F* ad = ws.a.data() + size_t(d) * n;
-      for (int j = 0; j < n; ++j) lh[j] += w * ad[j];
-    }
   }
+  gemm(CblasNoTrans, CblasNoTrans, s.NH, n, D, F(1), dape.fc2_weight, D, ws.a.data(), n, F(1),
+       ws.logits.data(), n);
 }
 
 // Softmax over the n keys of each head's logits (NH, n), in place.
@@ -381,45 +372,28 @@ void attention_backward(F* dqkv, const PositionalTensors<F*>& dpe, const DapeTen
           const RowIndex row(s, b, i);
           dape_gather_inputs(ws.z.data(), saved_row(saved, s, b, i), n, s);
           dape_hidden(ws.u.data(), ws.a.data(), ws.z.data(), dape, n, s);
-          // gamma_a = W2^T g, dW2 += g a^T, dc2 += sum_j g.
-          std::fill(gu.begin(), gu.begin() + size_t(D) * n, F(0));
+          // gamma_a = W2^T g, dW2 += g a^T, dc2 += sum_j g; g is (NH, n) with rows T*T apart.
+          const F* g_row = g + row.at(0);
+          const int ldg = int(TT);
           for (int h = 0; h < NH; ++h) {
-            const F* gh = g + row.at(h);
+            const F* gh = g_row + h * TT;
             F sum = 0;
             for (int j = 0; j < n; ++j) sum += gh[j];
             dc2[h] += sum;
-            for (int d = 0; d < D; ++d) {
-              const F* ad = ws.a.data() + size_t(d) * n;
-              const F w = dape.fc2_weight[h * D + d];
-              F* gud = gu.data() + size_t(d) * n;
-              F dot = 0;
-              for (int j = 0; j < n; ++j) {
-                dot += gh[j] * ad[j];
-                gud[j] += w * gh[j];
-              }
-              dw2[h * D + d] += dot;
-            }
           }
+          gemm(CblasTrans, CblasNoTrans, D, n, NH, F(1), dape.fc2_weight, D, g_row, ldg, F(0), gu.data(), n);
+          gemm(CblasNoTrans, CblasTrans, NH, D, n, F(1), g_row, ldg, ws.a.data(), n, F(1), dw2, D);
           // gamma_u = gamma_a act'(u); dc1 += sum_j gamma_u; dW1 += gamma_u z^T; gamma_z = W1^T gamma_u.
-          std::fill(ws.gz.begin(), ws.gz.begin() + size_t(Zin) * n, F(0));
           for (int d = 0; d < D; ++d) {
             F* gud = gu.data() + size_t(d) * n;
             const F* ud = ws.u.data() + size_t(d) * n;
             F sum = 0;
             for (int j = 0; j < n; ++j) sum += (gud[j] *= activation_derivative(ud[j], s.dape_activation));
             dc1[d] += sum;
-            for (int m = 0; m < Zin; ++m) {
-              const F* zm = ws.z.data() + size_t(m) * n;
-              F* gzm = ws.gz.data() + size_t(m) * n;
-              const F w = dape.fc1_weight[d * Zin + m];
-              F dot = 0;
-              for (int j = 0; j < n; ++j) {
-                dot += gud[j] * zm[j];
-                gzm[j] += w * gud[j];
-              }
-              dw1[d * Zin + m] += dot;
-            }
           }
+          gemm(CblasNoTrans, CblasTrans, D, Zin, n, F(1), gu.data(), n, ws.z.data(), n, F(1), dw1, Zin);
+          gemm(CblasTrans, CblasNoTrans, Zin, n, D, F(1), dape.fc1_weight, Zin, gu.data(), n, F(0),
+               ws.gz.data(), n);
           // Route gamma_z and the residual g to the scores and the bias (variants: DAPE-SPEC §4.6).
           for (int h = 0; h < NH; ++h) {
             F* gh = g + row.at(h);

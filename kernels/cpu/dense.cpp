@@ -9,8 +9,6 @@
 // inputs and outputs.
 #include "kernels/dense.h"
 
-#include <cblas.h>
-
 #include <algorithm>
 #include <cmath>
 #include <cstddef>
@@ -19,6 +17,7 @@
 #include <utility>
 
 #include "kernels/cpu/activation.h"
+#include "kernels/cpu/blas.h"
 #include "kernels/cpu/parallel.h"
 #include "kernels/error.h"
 #include "kernels/random.h"
@@ -30,15 +29,7 @@ namespace {
 // a model width of a few hundred still spreads over several threads.
 constexpr int kColumnTile = 64;
 
-void gemm(CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int m, int n, int k, float alpha, const float* a, int lda,
-          const float* b, int ldb, float beta, float* c, int ldc) {
-  cblas_sgemm(CblasRowMajor, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
-}
-
-void gemm(CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int m, int n, int k, double alpha, const double* a, int lda,
-          const double* b, int ldb, double beta, double* c, int ldc) {
-  cblas_dgemm(CblasRowMajor, ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
-}
+using cpu::gemm;
 
 size_t at(int row, int col, int width) {
   return static_cast<size_t>(row) * width + col;
@@ -162,8 +153,11 @@ void matmul_backward(F* dinp, F* dweight, F* dbias, const F* dout, const F* inp,
 
 template <typename F>
 void activation_forward(F* out, const F* inp, size_t n, Activation act) {
+  constexpr size_t kChunk = 4096;  // elements per task; each chunk's loop vectorises
+  const size_t chunks = (n + kChunk - 1) / kChunk;
 #pragma omp parallel for schedule(static) if (cpu::worth_parallel(n))
-  for (size_t i = 0; i < n; ++i) out[i] = cpu::activation_forward(inp[i], act);
+  for (size_t c = 0; c < chunks; ++c)
+    cpu::activation_forward(out + c * kChunk, inp + c * kChunk, std::min(kChunk, n - c * kChunk), act);
 }
 
 template <typename F>
