@@ -280,6 +280,7 @@ GPT<F>::GPT(const ModelConfig& config) : state_(std::make_unique<State>()) {
   auto& s = *state_;
   s.config = config;
   s.table = build_parameter_table(config);
+  s.positions.assign(config.n_layers, {});  // nothing drawn before the first call
   for (size_t i = 0; i < s.table.size(); ++i) s.index[s.table[i].name] = i;
   const size_t n = s.table.back().offset + s.table.back().numel;
   s.params.assign(n, F(0));
@@ -389,6 +390,15 @@ void check_token_ids(const int32_t* inputs, const int32_t* targets, int N, int V
 template <typename F>
 void GPT<F>::set_noise_seed(uint64_t seed) {
   state_->noise = Rng(seed, "noise");
+}
+
+template <typename F>
+const std::vector<int32_t>& GPT<F>::drawn_positions(int layer) const {
+  const auto& s = *state_;
+  if (layer < 0 || layer >= s.config.n_layers)
+    throw Error("layer " + std::to_string(layer) + " does not exist; the model has " +
+                std::to_string(s.config.n_layers) + " layers (0-based)");
+  return s.positions[layer];
 }
 
 template <typename F>

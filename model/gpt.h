@@ -45,6 +45,11 @@ class GPT {
   // dropout masks and randomized positions (model.randomized_positions). Each call advances the stream, so a
   // trainer that sets it per step from (seed, step) gets the same noise after a resume.
   void set_noise_seed(uint64_t seed);
+  // The randomized positions that the last forward(), evaluate() or probe_attention() drew for `layer`: its
+  // distance ladder (bias PEs) or RoPE's absolute positions, T entries (docs/positional-encodings.md); empty
+  // without model.randomized_positions, for a PE that reads no positions, or before the first call. For
+  // tests that hand the same draw to another implementation. Throws Error for a layer that does not exist.
+  const std::vector<int32_t>& drawn_positions(int layer) const;
 
   // inputs (B,T) token ids in [0, vocab_size); targets (B,T) class ids in [0, outputs()), or negative for a
   // position without a loss. targets may be nullptr (no loss). Returns the mean cross-entropy over the

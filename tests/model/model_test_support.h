@@ -44,7 +44,37 @@ inline std::string describe(const model::ModelConfig& c) {
     s += "/" + model::to_string(c.dape.variant);
   if (c.dape.activation != kernels::Activation::leaky_relu) s += "/" + model::to_string(c.dape.activation);
   s += c.causal ? "/causal" : "/bidirectional";
+  // The backbone options that differ from DAPE-SPEC §1.
+  const model::ModelConfig defaults;
+  if (c.norm != defaults.norm) s += "/" + model::to_string(c.norm) + "-LN";
+  if (c.mlp_activation != defaults.mlp_activation) s += "/mlp-" + model::to_string(c.mlp_activation);
+  if (c.scale_embedding) s += "/scaled-embedding";
+  if (!c.attention_bias) s += "/no-attention-bias";
+  if (c.head_bias) s += "/head-bias";
+  if (c.output_size) s += "/classes=" + std::to_string(c.output_size);
+  if (c.randomized_positions) s += "/randomized=" + std::to_string(c.randomized_positions);
+  if (c.dropout > 0) s += "/dropout=" + std::to_string(c.dropout).substr(0, 4);
   return s;
+}
+
+// The CHE encoder's backbone (CHE.md §3.5, launcher/che.cpp) on `c`: post-LN, ReLU MLP, embedding times
+// sqrt(d), no attention biases, a head with a bias over `classes` outputs, CHE init, bidirectional. Dropout
+// and randomized positions stay as in `c`: tests turn them on where they can.
+inline model::ModelConfig che_backbone(model::ModelConfig c, int classes) {
+  c.causal = false;
+  c.norm = model::NormPlacement::post;
+  c.mlp_activation = kernels::Activation::relu;
+  c.scale_embedding = true;
+  c.attention_bias = false;
+  c.head_bias = true;
+  c.output_size = classes;
+  c.init = model::InitScheme::che;
+  return c;
+}
+
+// A position whose target is ignored (-1) in the model tests: every fifth, from the fourth.
+inline bool ignored_target(int n) {
+  return n % 5 == 3;
 }
 
 // The finite-difference shape of DAPE-SPEC §2.1: L = 1, d = 12, H = 3, D = 5 (FIRE width 5).

@@ -1,5 +1,6 @@
 // Evaluation without a backward (GPT::evaluate, attention in query blocks) gives the same per-position losses
-// as the training forward, for every positional encoding, causal and bidirectional.
+// as the training forward, for every positional encoding, causal and bidirectional, and on the CHE encoder's
+// backbone with randomized positions, where its predictions are the argmax of the forward's logits.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -32,6 +33,39 @@ TEST(Evaluate, MatchesTheTrainingForwardForEveryPositionalEncoding) {
       EXPECT_NEAR(gpt.evaluate(inputs.data(), targets.data(), B, T, losses.data()), loss, 1e-12)
           << testing::describe(config);
       for (int n = 0; n < B * T; ++n) ASSERT_NEAR(losses[n], expected[n], 1e-12) << testing::describe(config);
+    }
+  }
+}
+
+// The CHE encoder (post-LN, ReLU, scaled embedding, no attention biases, a head with a bias over 3 classes)
+// with randomized positions and ignored targets, dropout 0: with the same noise seed, evaluate() draws the
+// positions forward() drew, so the losses agree; its predictions are the argmax of forward()'s logits.
+TEST(Evaluate, MatchesTheTrainingForwardOnTheCheEncoder) {
+  model::ModelConfig base = testing::che_backbone(testing::gradcheck_config(), 3);
+  base.vocab_size = 5;
+  base.randomized_positions = 100;
+  for (const model::ModelConfig& config : testing::all_attention_configs(base)) {
+    model::GPT<double> gpt(config);
+    gpt.init_parameters(4);
+    const int B = 2, T = 37, N = B * T, O = config.outputs();
+    Rng rng(4, "tokens");
+    std::vector<int32_t> inputs(N), targets(N), predictions(N);
+    for (auto& t : inputs) t = int32_t(rng.below(config.vocab_size));
+    for (int n = 0; n < N; ++n) targets[n] = testing::ignored_target(n) ? -1 : int32_t(rng.below(O));
+    gpt.set_noise_seed(8);
+    const double loss = gpt.forward(inputs.data(), targets.data(), B, T);
+    const std::vector<double> expected(gpt.position_losses(), gpt.position_losses() + N);
+    const std::vector<double> logits(gpt.logits(), gpt.logits() + size_t(N) * O);
+    std::vector<double> losses(N);
+    gpt.set_noise_seed(8);
+    EXPECT_NEAR(gpt.evaluate(inputs.data(), targets.data(), B, T, losses.data(), predictions.data()), loss,
+                1e-12)
+        << testing::describe(config);
+    for (int n = 0; n < N; ++n) {
+      ASSERT_NEAR(losses[n], expected[n], 1e-12) << testing::describe(config) << " position " << n;
+      if (targets[n] < 0) ASSERT_EQ(losses[n], 0.0);
+      const double* row = logits.data() + size_t(n) * O;
+      ASSERT_EQ(predictions[n], std::max_element(row, row + O) - row) << testing::describe(config);
     }
   }
 }

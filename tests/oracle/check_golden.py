@@ -6,8 +6,9 @@
    loss and every gradient. Fails if any relative error exceeds --rtol (default 1e-8).
 2. Self-tests by construction (the golden files do not cover bidirectional mode): bucket and
    slope tables from the spec, a scalar-loop re-implementation of the pre-softmax logits for
-   every PE (both modes), symmetry of Kerple/FIRE with equal left/right parameters, causal vs
-   bidirectional token dependence, and finite-difference checks of the autograd gradients.
+   every PE (both modes, with and without a randomized distance ladder), symmetry of Kerple/FIRE
+   with equal left/right parameters, causal vs bidirectional token dependence, and
+   finite-difference checks of the autograd gradients.
 
 Usage: check_golden.py GOLDEN_DIR [--rtol 1e-8] [--no-selftest]
 Exit status 1 on any failure.
@@ -124,10 +125,11 @@ def _act_np(name):
     return lambda u: 0.5 * u * (1.0 + math.erf(u / math.sqrt(2.0)))
 
 
-def naive_logits(model, layer, s):
+def naive_logits(model, layer, s, ladder=None):
     """Scalar-loop re-implementation of the pre-softmax logits for s [H, T, T] (one batch
     element), written from the formulas in the brief/DAPE-SPEC. Entries j > i are returned
-    too (meaningful only in bidirectional mode)."""
+    too (meaningful only in bidirectional mode). With a distance ladder (T ints), a distance
+    d reads as ladder[d] (docs/positional-encodings.md, "Randomized positions")."""
     c = model.config
     P = _np_params(model)
     H, T = s.shape[0], s.shape[1]
@@ -135,12 +137,13 @@ def naive_logits(model, layer, s):
     kind = c.base_pe
     beta = np.zeros((H, T, T))
     slopes = go.alibi_slopes(H)
+    at = (lambda d: d) if ladder is None else (lambda d: int(ladder[d]))
     for i in range(T):
         for j in range(T):
             right = j > i
             if c.causal and right:
                 continue
-            delta = i - j
+            delta = at(abs(i - j)) * (1 if i >= j else -1)
             for h in range(H):
                 if kind == "alibi":
                     m = slopes[h]
@@ -159,7 +162,7 @@ def naive_logits(model, layer, s):
             if kind == "fire":
                 cc = float(P[pre + "pe.fire.c"])
                 lam = float(P[pre + "pe.fire.lambda"])
-                rowmax = i if c.causal else max(i, T - 1 - i)
+                rowmax = at(i if c.causal else max(i, T - 1 - i))
                 M = max(rowmax, abs(lam * c.fire_L0))
                 N = math.log(1 + abs(cc * M)) + 1e-6
                 r = math.log(1 + abs(cc * abs(delta))) / N
@@ -214,23 +217,30 @@ def test_naive_logits():
                 cases.append(_cfg("dape-fire", causal, variant=variant, act=act))
         # L0 = 2.5 with lambda near 1 keeps the threshold between rows; T = 9 spans it
         cases.append(_cfg("dape-fire", causal, L0=2.5))
+    # Randomized distance ladders from {1..199}: T5 buckets past saturation, FIRE rows past L0.
+    cases += [dict(cfg, ladder=True) for cfg in cases if cfg["model"]["pe"] not in ("nope", "rope",
+                                                                                   "dape-nope")]
     for seed, cfg in enumerate(cases):
         model = go.random_model(cfg, seed=100 + seed)
         T = 9 if not cfg["model"]["pe"].endswith("t5") else 40
         g = torch.Generator().manual_seed(seed)
         s = torch.randn(1, model.config.n_heads, T, T, generator=g, dtype=go.DTYPE) * 2.0
+        ladder = None
+        if cfg.get("ladder"):
+            ladder = [0] + sorted(np.random.default_rng(seed).choice(np.arange(1, 200), T - 1,
+                                                                     replace=False).tolist())
         with torch.no_grad():
-            beta = go.position_bias(model, 0, T)
+            beta = go.position_bias(model, 0, T, ladder)
             got = go.attention_logits(model, 0, s, beta)[0].numpy()
-        want = naive_logits(model, 0, s[0].numpy())
+        want = naive_logits(model, 0, s[0].numpy(), ladder)
         if cfg["model"]["causal"]:
             keep = np.tril(np.ones((T, T), dtype=bool))[None].repeat(got.shape[0], 0)
             got, want = got[keep], want[keep]
         err = np.abs(got - want).max() / max(np.abs(want).max(), 1e-30)
         if not err < 1e-12:
-            errs.append("naive logits %s causal=%s variant=%s act=%s: rel %.3g" % (
+            errs.append("naive logits %s causal=%s variant=%s act=%s ladder=%s: rel %.3g" % (
                 cfg["model"]["pe"], cfg["model"]["causal"], cfg["model"]["dape"]["variant"],
-                cfg["model"]["dape"]["activation"], err))
+                cfg["model"]["dape"]["activation"], ladder, err))
     return errs
 
 
@@ -279,6 +289,24 @@ def test_symmetry():
         for j in range(i):
             if np.abs(b[:, i, j] - b[:, j, i] - 0.5 * slopes).max() > 1e-15:
                 errs.append("alibi bidir left offset wrong at (%d,%d)" % (i, j))
+    return errs
+
+
+def test_rope_positions():
+    """RoPE at given positions: 0..T-1 is the default, and q.k depends only on position
+    differences, so shifting every position by a constant leaves the scores unchanged."""
+    errs = []
+    g = torch.Generator().manual_seed(4)
+    q = torch.randn(2, 3, 6, 8, generator=g, dtype=go.DTYPE)
+    k = torch.randn(2, 3, 6, 8, generator=g, dtype=go.DTYPE)
+    if torch.abs(go.rope(q, list(range(6))) - go.rope(q)).max() != 0:
+        errs.append("rope at positions 0..T-1 differs from the default")
+    pos = [3, 17, 18, 40, 99, 500]
+    scores = go.rope(q, pos) @ go.rope(k, pos).transpose(-1, -2)
+    shifted = [p + 1000 for p in pos]
+    scores2 = go.rope(q, shifted) @ go.rope(k, shifted).transpose(-1, -2)
+    if not torch.abs(scores - scores2).max() < 1e-11 * torch.abs(scores).max():
+        errs.append("rope scores change under a common shift of the positions")
     return errs
 
 
@@ -358,6 +386,7 @@ def run_selftests():
     for name, fn in [("tables (T5 buckets, ALiBi slopes)", test_tables),
                      ("scalar-loop logits, all PEs, both modes", test_naive_logits),
                      ("bidirectional symmetry constructions", test_symmetry),
+                     ("rope at given positions", test_rope_positions),
                      ("causal vs bidirectional token dependence", test_dependence),
                      ("finite differences vs autograd, both modes", test_finite_differences),
                      ("long sequence T=300", test_any_length)]:

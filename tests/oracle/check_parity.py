@@ -4,8 +4,10 @@
 Usage: check_parity.py [--rtol 1e-4] MODEL_H5 OURS_H5 [MODEL_H5 OURS_H5 ...]
 
 MODEL_H5: weight file (datasets at the root, float32 or float64, plus attribute `config`).
-OURS_H5:  datasets `inputs`, `targets` (int64 [B, T]), root attribute `loss` (float64) and
-          group `grad/<name>` (float64) for every parameter.
+OURS_H5:  datasets `inputs`, `targets` (int64 [B, T]; a negative target is an ignored position),
+          root attribute `loss` (float64), group `grad/<name>` (float64) for every parameter,
+          and, for randomized positions, group `positions/<layer>` (int64 [T]): each layer's
+          distance ladder or RoPE positions as the C++ forward drew them.
 
 Per tensor, rel = max|ours - oracle| / max(max|oracle|, 1e-30). A tensor whose exact gradient
 is zero (oracle at float64 round-off, below 1e-12 of the largest gradient in the model, e.g. the
@@ -23,6 +25,26 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import gpt_oracle as go  # noqa: E402
+
+
+def describe_backbone(c):
+    """The backbone options that differ from DAPE-SPEC §1, e.g. "  post relu scaled-embedding"."""
+    parts = []
+    if c.norm != "pre":
+        parts.append(c.norm + "-LN")
+    if c.mlp_activation != "gelu":
+        parts.append(c.mlp_activation)
+    if c.scale_embedding:
+        parts.append("scaled-embedding")
+    if not c.attention_bias:
+        parts.append("no-attention-bias")
+    if c.head_bias:
+        parts.append("head-bias")
+    if c.output_size:
+        parts.append("classes=%d" % c.output_size)
+    if c.randomized_positions:
+        parts.append("randomized=%d" % c.randomized_positions)
+    return "  " + " ".join(parts) if parts else ""
 
 
 def check_pair(model_h5, ours_h5, rtol, top):
@@ -44,10 +66,14 @@ def check_pair(model_h5, ours_h5, rtol, top):
         targets = np.asarray(f["targets"][()], dtype=np.int64)
         our_loss = float(f.attrs["loss"])
         ours = {n: np.asarray(f["grad"][n][()], dtype=np.float64) for n in f["grad"]}
+        positions = None
+        if "positions" in f:
+            positions = [np.asarray(f["positions"][str(l)][()], dtype=np.int64)
+                         for l in range(model.config.n_layers)]
     if inputs.ndim == 1:
         inputs, targets = inputs[None], targets[None]
 
-    loss, grads = go.loss_and_grads(model, inputs, targets)
+    loss, grads = go.loss_and_grads(model, inputs, targets, positions)
     missing = sorted(set(grads) - set(ours))
     extra = sorted(set(ours) - set(grads))
 
@@ -61,7 +87,8 @@ def check_pair(model_h5, ours_h5, rtol, top):
     pe = model.config.pe
     if pe.startswith("dape-") and pe != "dape-nope":
         pe += "/" + model.config.dape_variant
-    print("config: %s  causal=%s  B=%d T=%d" % (pe, model.config.causal, B, T))
+    print("config: %s  causal=%s  B=%d T=%d%s" % (pe, model.config.causal, B, T,
+                                                 describe_backbone(model.config)))
     print("%-44s %12s" % ("tensor", "rel"))
     print("%-44s %12.3e   (ours %.10g, oracle %.10g)" % ("loss", loss_rel, our_loss, loss))
     for rel, n, zero in rows[:top]:

@@ -6,13 +6,26 @@ which is what makes it useful as a check on it.
 
 Public entry points:
     load_model(h5_path_or_group) -> OracleModel
-    loss_and_grads(model, inputs, targets) -> (loss: float, {name: np.ndarray float64})
-    forward(model, inputs) -> logits tensor [B, T, V]
+    loss_and_grads(model, inputs, targets, positions=None) -> (loss: float, {name: np.ndarray float64})
+    forward(model, inputs, positions=None) -> logits tensor [B, T, O]
     param_shapes(config) -> OrderedDict name -> shape (the parameters a config implies)
     random_model(config, seed) -> OracleModel with random weights (for self-tests)
 
 Config: {"model": {"n_layers", "d_model", "n_heads", "vocab_size", "pe", "causal",
-                   "dape": {"variant", "width", "activation"}, "fire": {"width", "L0"}}}
+                   "dape": {"variant", "width", "activation"}, "fire": {"width", "L0"},
+                   "norm", "mlp_activation", "scale_embedding", "attention_bias", "head_bias",
+                   "output_size", "dropout", "randomized_positions", "init"}}
+The backbone keys (from "norm" on) default to DAPE-SPEC §1 when absent: pre-LN with ln_f, GELU,
+no embedding scale, attention biases, a bias-free head of vocab_size rows. norm = "post" is the
+CHE encoder (CHE.md §3.5): x <- LN1(x + attn(x)); x <- LN2(x + mlp(x)), no ln_f.
+
+Not modelled: dropout (the oracle is the dropout-free forward; compare it with a C++ forward at
+model.dropout = 0) and the drawing of randomized positions (docs/positional-encodings.md). With
+randomized_positions > 0, `positions` must give every layer's draw: one int sequence of T entries
+per layer, the distance ladder s_0 = 0 < s_1 < ... for a bias PE, the sorted absolute positions for
+RoPE. positions may also be given without randomized_positions (an identity ladder, or 0..T-1,
+reproduces the deterministic forms). Negative targets are ignored positions: no loss, and the mean
+runs over the other positions.
 """
 
 import json
@@ -25,6 +38,7 @@ import torch.nn.functional as F
 
 DTYPE = torch.float64
 
+NORMS = ("pre", "post")
 PE_KINDS = ("nope", "rope", "alibi", "kerple", "fire", "t5",
             "dape-nope", "dape-alibi", "dape-kerple", "dape-fire")
 DAPE_VARIANTS = ("concat_residual", "concat", "add_residual")
@@ -59,6 +73,19 @@ class Config:
         self.dape_activation = str(dape.get("activation", "leaky_relu"))
         self.fire_width = int(fire.get("width", 32))
         self.fire_L0 = float(fire.get("L0", 64))
+        self.norm = str(m.get("norm", "pre"))
+        self.mlp_activation = str(m.get("mlp_activation", "gelu"))
+        self.scale_embedding = bool(m.get("scale_embedding", False))
+        self.attention_bias = bool(m.get("attention_bias", True))
+        self.head_bias = bool(m.get("head_bias", False))
+        self.output_size = int(m.get("output_size", 0))
+        self.randomized_positions = int(m.get("randomized_positions", 0))
+        if self.norm not in NORMS:
+            raise ValueError("unknown norm %r" % self.norm)
+        if self.mlp_activation not in DAPE_ACTIVATIONS:
+            raise ValueError("unknown mlp_activation %r" % self.mlp_activation)
+        if self.output_size < 0 or self.randomized_positions < 0:
+            raise ValueError("output_size and randomized_positions must be >= 0")
         if self.pe not in PE_KINDS:
             raise ValueError("unknown pe %r" % self.pe)
         if self.d_model % self.n_heads:
@@ -78,6 +105,16 @@ class Config:
     @property
     def is_dape(self):
         return self.pe.startswith("dape-")
+
+    @property
+    def outputs(self):
+        """Rows of the head: output_size classes, or the vocabulary when it is 0."""
+        return self.output_size or self.vocab_size
+
+    @property
+    def reads_positions(self):
+        """Whether the attention reads positions at all (so a randomized draw exists)."""
+        return self.base_pe != "nope"
 
     @property
     def base_pe(self):
@@ -103,9 +140,10 @@ def param_shapes(config):
         out[p + "ln1.weight"] = (d,)
         out[p + "ln1.bias"] = (d,)
         out[p + "attn.qkv.weight"] = (3 * d, d)
-        out[p + "attn.qkv.bias"] = (3 * d,)
         out[p + "attn.proj.weight"] = (d, d)
-        out[p + "attn.proj.bias"] = (d,)
+        if c.attention_bias:
+            out[p + "attn.qkv.bias"] = (3 * d,)
+            out[p + "attn.proj.bias"] = (d,)
         out[p + "ln2.weight"] = (d,)
         out[p + "ln2.bias"] = (d,)
         out[p + "mlp.fc.weight"] = (4 * d, d)
@@ -134,9 +172,12 @@ def param_shapes(config):
             out[p + "dape.fc1.bias"] = (D,)
             out[p + "dape.fc2.weight"] = (H, D)
             out[p + "dape.fc2.bias"] = (H,)
-    out["ln_f.weight"] = (d,)
-    out["ln_f.bias"] = (d,)
-    out["head.weight"] = (V, d)
+    if c.norm == "pre":
+        out["ln_f.weight"] = (d,)
+        out["ln_f.bias"] = (d,)
+    out["head.weight"] = (c.outputs, d)
+    if c.head_bias:
+        out["head.bias"] = (c.outputs,)
     if c.pe == "t5":
         out["t5.bias"] = (T5_BUCKETS, H)
     return out
@@ -277,16 +318,18 @@ def t5_bucket_bidir_abs(n):
     return min(15, 8 + _floor_log_ratio(n, 8, 2, 1))
 
 
-def t5_bucket_matrix(T, causal):
-    """[T, T] int64 bucket index for query i (rows), key j (cols)."""
+def t5_bucket_matrix(T, causal, ladder=None):
+    """[T, T] int64 bucket index for query i (rows), key j (cols). With a distance ladder s
+    (T ints), the distance |i - j| reads as s[|i - j|] and the side as the sign of i - j."""
+    s = list(range(T)) if ladder is None else [int(v) for v in ladder]
     out = np.zeros((T, T), dtype=np.int64)
     if causal:
-        table = [t5_bucket_causal(n) for n in range(T)]
+        table = [t5_bucket_causal(s[n]) for n in range(T)]
         for i in range(T):
             for j in range(T):
                 out[i, j] = table[max(i - j, 0)]
     else:
-        table = [t5_bucket_bidir_abs(n) for n in range(T)]
+        table = [t5_bucket_bidir_abs(s[n]) for n in range(T)]
         for i in range(T):
             for j in range(T):
                 out[i, j] = table[abs(i - j)] + (16 if j > i else 0)
@@ -329,11 +372,13 @@ def _fire_mlp(P, prefix, side, r, act):
     return F.linear(h, w2, b2).permute(2, 0, 1)
 
 
-def position_bias(model, layer, T):
+def position_bias(model, layer, T, ladder=None):
     """The additive bias beta [H, T, T] of layer `layer` (before DAPE), or None.
 
     Row i is the query, column j the key. In causal mode the values at j > i are finite
-    but meaningless (they are masked).
+    but meaningless (they are masked). ladder: None, or the layer's randomized distance
+    ladder (T ints, s_0 = 0 < s_1 < ...): every distance d = |i - j| reads as s_d, FIRE's
+    row normaliser included (docs/positional-encodings.md, "Randomized positions").
     """
     c = model.config
     P = model.params
@@ -341,9 +386,13 @@ def position_bias(model, layer, T):
     pre = "layers.%d.pe." % layer
     kind = c.base_pe
     i, j = _grid(T)
-    left_dist = torch.clamp(i - j, min=0.0)    # i - j where j <= i, else 0
-    right_dist = torch.clamp(j - i, min=0.0)   # j - i where j > i, else 0
+    s = torch.arange(T, dtype=DTYPE) if ladder is None else torch.as_tensor(
+        np.asarray(ladder, dtype=np.float64))
     right = j > i
+    abs_dist = s[torch.abs(i - j).long()]                  # s_{|i-j|}
+    zero = torch.zeros((), dtype=DTYPE)
+    left_dist = torch.where(right, zero, abs_dist)       # s_{i-j} where j <= i, else 0
+    right_dist = torch.where(right, abs_dist, zero)      # s_{j-i} where j > i, else 0
 
     if kind in ("nope", "rope"):
         return None
@@ -353,7 +402,7 @@ def position_bias(model, layer, T):
         if c.causal:
             return -m * left_dist[None]
         offset = torch.where(j < i, torch.tensor(0.5, dtype=DTYPE), torch.tensor(0.0, dtype=DTYPE))
-        return -m * torch.abs(i - j)[None] + m * offset[None]
+        return -m * abs_dist[None] + m * offset[None]
 
     if kind == "kerple":
         beta = _kerple_side(P[pre + "kerple.p"], P[pre + "kerple.a"], left_dist)
@@ -367,12 +416,12 @@ def position_bias(model, layer, T):
         cc = P[pre + "fire.c"]
         lam = P[pre + "fire.lambda"]
         thresh = torch.abs(lam * c.fire_L0)
-        rows = torch.arange(T, dtype=DTYPE)
+        rows = torch.arange(T)
         if not c.causal:
             rows = torch.maximum(rows, (T - 1) - rows)
-        M = torch.maximum(rows, thresh.expand(T))
+        M = torch.maximum(s[rows], thresh.expand(T))   # the largest distance row i sees
         N = torch.log(1.0 + torch.abs(cc * M)) + FIRE_EPS
-        dist = left_dist if c.causal else torch.abs(i - j)
+        dist = left_dist if c.causal else abs_dist
         r = torch.log(1.0 + torch.abs(cc * dist)) / N[:, None]
         beta = _fire_mlp(P, pre + "fire.", "", r, act)
         if c.causal:
@@ -381,7 +430,7 @@ def position_bias(model, layer, T):
         return torch.where(right[None], beta_r, beta)
 
     if kind == "t5":
-        idx = t5_bucket_matrix(T, c.causal)                   # [T, T]
+        idx = t5_bucket_matrix(T, c.causal, ladder)           # [T, T]
         table = P["t5.bias"]                                   # [32, H]
         return math.sqrt(c.head_dim) * table[idx].permute(2, 0, 1)
 
@@ -416,13 +465,16 @@ def attention_logits(model, layer, s, beta):
     raise ValueError(c.dape_variant)
 
 
-def rope(x):
-    """Half-split RoPE on x [B, H, T, HS] at positions 0..T-1, base 10000."""
+def rope(x, positions=None):
+    """Half-split RoPE on x [B, H, T, HS], base 10000: row t rotated by positions[t] * theta
+    (positions: T ints, default 0..T-1)."""
     T, HS = x.shape[-2], x.shape[-1]
     half = HS // 2
     m = torch.arange(half, dtype=DTYPE)
     theta = torch.pow(torch.tensor(10000.0, dtype=DTYPE), -2.0 * m / HS)
-    ang = torch.arange(T, dtype=DTYPE)[:, None] * theta[None, :]
+    pos = torch.arange(T, dtype=DTYPE) if positions is None else torch.as_tensor(
+        np.asarray(positions, dtype=np.float64))
+    ang = pos[:, None] * theta[None, :]
     cos, sin = torch.cos(ang), torch.sin(ang)
     x1, x2 = x[..., :half], x[..., half:]
     return torch.cat([x1 * cos - x2 * sin, x2 * cos + x1 * sin], dim=-1)
@@ -431,66 +483,101 @@ def rope(x):
 # --------------------------------------------------------------------------------------
 # Model
 
-def _attention(model, layer, y):
+def _attention(model, layer, y, positions):
+    """positions: None or this layer's ladder (bias PEs) or RoPE positions, T ints."""
     c = model.config
     P = model.params
     B, T, d = y.shape
     H, HS = c.n_heads, c.head_dim
     pre = "layers.%d.attn." % layer
-    qkv = F.linear(y, P[pre + "qkv.weight"], P[pre + "qkv.bias"])   # [B, T, 3d]
+    qkv = F.linear(y, P[pre + "qkv.weight"], P.get(pre + "qkv.bias"))   # [B, T, 3d]
 
     def heads(t):
         return t.reshape(B, T, H, HS).permute(0, 2, 1, 3)
 
     q, k, v = heads(qkv[..., :d]), heads(qkv[..., d:2 * d]), heads(qkv[..., 2 * d:])
     if c.pe == "rope":
-        q, k = rope(q), rope(k)
+        q, k = rope(q, positions), rope(k, positions)
     s = torch.matmul(q, k.transpose(-1, -2)) / math.sqrt(HS)
-    beta = position_bias(model, layer, T)
+    beta = position_bias(model, layer, T, positions)
     logits = attention_logits(model, layer, s, beta)
     if c.causal:
         mask = torch.ones(T, T, dtype=torch.bool).triu(1)
         logits = logits.masked_fill(mask, float("-inf"))
     prob = torch.softmax(logits, dim=-1)
     o = torch.matmul(prob, v).permute(0, 2, 1, 3).reshape(B, T, d)
-    return F.linear(o, P[pre + "proj.weight"], P[pre + "proj.bias"])
+    return F.linear(o, P[pre + "proj.weight"], P.get(pre + "proj.bias"))
 
 
-def forward(model, inputs):
-    """Logits [B, T, V] for int64 inputs [B, T]."""
+def _layer_positions(c, positions, T):
+    """Per layer, the positions the attention reads (None: the deterministic 0..T-1)."""
+    if positions is None:
+        if c.randomized_positions > 0 and c.reads_positions:
+            raise ValueError("randomized_positions = %d: pass every layer's drawn positions "
+                             "(the oracle does not draw them)" % c.randomized_positions)
+        return [None] * c.n_layers
+    if len(positions) != c.n_layers:
+        raise ValueError("positions: %d layers given, the model has %d" % (len(positions), c.n_layers))
+    for l, p in enumerate(positions):
+        if len(p) != T:
+            raise ValueError("positions of layer %d: %d entries for T = %d" % (l, len(p), T))
+        if c.base_pe not in ("nope", "rope") and int(p[0]) != 0:
+            raise ValueError("the distance ladder of layer %d must start at 0" % l)
+    return list(positions)
+
+
+def forward(model, inputs, positions=None):
+    """Logits [B, T, O] for int64 inputs [B, T]; positions: see the module docstring."""
     c = model.config
     P = model.params
     inputs = torch.as_tensor(np.asarray(inputs), dtype=torch.int64)
     if inputs.dim() == 1:
         inputs = inputs[None]
     d = c.d_model
+    act = _activation(c.mlp_activation)
+
+    def ln(x, name):
+        return F.layer_norm(x, (d,), P[name + ".weight"], P[name + ".bias"], LN_EPS)
+
+    def mlp(x, pre):
+        hdn = act(F.linear(x, P[pre + "mlp.fc.weight"], P[pre + "mlp.fc.bias"]))
+        return F.linear(hdn, P[pre + "mlp.proj.weight"], P[pre + "mlp.proj.bias"])
+
+    layer_positions = _layer_positions(c, positions, inputs.shape[1])
     x = P["embed.weight"][inputs]
+    if c.scale_embedding:
+        x = x * math.sqrt(d)
     for l in range(c.n_layers):
         pre = "layers.%d." % l
-        y = F.layer_norm(x, (d,), P[pre + "ln1.weight"], P[pre + "ln1.bias"], LN_EPS)
-        x = x + _attention(model, l, y)
-        y = F.layer_norm(x, (d,), P[pre + "ln2.weight"], P[pre + "ln2.bias"], LN_EPS)
-        hdn = F.gelu(F.linear(y, P[pre + "mlp.fc.weight"], P[pre + "mlp.fc.bias"]))
-        x = x + F.linear(hdn, P[pre + "mlp.proj.weight"], P[pre + "mlp.proj.bias"])
-    y = F.layer_norm(x, (d,), P["ln_f.weight"], P["ln_f.bias"], LN_EPS)
-    return F.linear(y, P["head.weight"])
+        if c.norm == "pre":
+            x = x + _attention(model, l, ln(x, pre + "ln1"), layer_positions[l])
+            x = x + mlp(ln(x, pre + "ln2"), pre)
+        else:
+            x = ln(x + _attention(model, l, x, layer_positions[l]), pre + "ln1")
+            x = ln(x + mlp(x, pre), pre + "ln2")
+    if c.norm == "pre":
+        x = ln(x, "ln_f")
+    return F.linear(x, P["head.weight"], P.get("head.bias"))
 
 
-def loss_value(model, inputs, targets):
-    """Mean cross-entropy over all B*T positions, as a differentiable tensor."""
-    logits = forward(model, inputs)
+def loss_value(model, inputs, targets, positions=None):
+    """Mean cross-entropy over the positions with a target (targets >= 0), as a differentiable
+    tensor."""
+    logits = forward(model, inputs, positions)
     targets = torch.as_tensor(np.asarray(targets), dtype=torch.int64)
     if targets.dim() == 1:
         targets = targets[None]
-    V = logits.shape[-1]
-    return F.cross_entropy(logits.reshape(-1, V), targets.reshape(-1), reduction="mean")
+    O = logits.shape[-1]
+    targets = targets.masked_fill(targets < 0, -1)
+    return F.cross_entropy(logits.reshape(-1, O), targets.reshape(-1), ignore_index=-1,
+                           reduction="mean")
 
 
-def loss_and_grads(model, inputs, targets):
+def loss_and_grads(model, inputs, targets, positions=None):
     """(loss, {name: gradient}) in float64, gradients by torch autograd."""
     for p in model.params.values():
         p.grad = None
-    loss = loss_value(model, inputs, targets)
+    loss = loss_value(model, inputs, targets, positions)
     names = list(model.params.keys())
     grads = torch.autograd.grad(loss, [model.params[n] for n in names], allow_unused=True)
     out = OrderedDict()
