@@ -44,8 +44,8 @@ double mean(const std::vector<double>& x) {
 const std::vector<Budget>& budgets() {
   static const std::vector<Budget> presets = {
       {"smoke", 200, 32, 1e-3, "1-40:13,41-100:59", 32, "a few CPU minutes per task; checks that it runs"},
-      {"small", 2000, 32, 1e-3, "1-40:3,41-500:23", 64,
-       "tens of CPU minutes per task; a real learning signal, OOD lengths subsampled"},
+      {"small", 400, 32, 1e-3, "1-40:3,41-500:92", 16,
+       "up to 8 CPU minutes per run; all 15 tasks x 2 PEs x 3 seeds fit 32 cores for 10 minutes"},
       {"paper", 200000, 128, 3e-4, "1-500", 512,
        "the DAPE paper's 200k steps and CHE's full evaluation; a GPU"},
   };

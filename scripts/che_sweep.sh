@@ -42,7 +42,7 @@ run_one() {
        --seed "$seed" --set train.ckpt_every=500 --run-dir "$dir" > "$dir.log" 2>&1 &&
      OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 "$dape" che eval --run-dir "$dir" >> "$dir.log" 2>&1; then
     printf '%s\t%s\t%s\t%s\n' "$task" "$pe" "$seed" $((SECONDS - start)) >> "$out/times.tsv"
-    tail -n 2 "$dir.log" | head -n 1
+    grep -h "beyond training" "$dir.log" | tail -n 1
   else
     echo "che_sweep: $task $pe seed $seed failed; see $dir.log" >&2
     return 1
