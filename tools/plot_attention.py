@@ -7,26 +7,12 @@ one line per head.
 Exit 3 (one line on stderr) when matplotlib is not installed (Debian: python3-matplotlib).
 """
 
-import json
 import sys
 
-MISSING_MODULE = 3
+from plotting import run
 
 
-def main(argv):
-    if len(argv) != 3:
-        print("usage: plot_attention.py CURVES.json OUT.png", file=sys.stderr)
-        return 2
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("python module matplotlib is not installed", file=sys.stderr)
-        return MISSING_MODULE
-
-    with open(argv[1]) as f:
-        c = json.load(f)
+def draw(c, plt, out_path):
     keys = list(range(c["n_keys"]))
     panels = [("scores", "attention score $s(i,j)$", True),
               ("bias", "bias $b(i,j)$", c["has_bias"]),
@@ -42,9 +28,8 @@ def main(argv):
     fig.suptitle("%s: layer %d, query i = %d of a window of %d tokens" %
                  (c["pe"], c["layer"], c["query"], c["length"]), fontsize=10)
     fig.tight_layout()
-    fig.savefig(argv[2])
-    return 0
+    fig.savefig(out_path)
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv))
+    sys.exit(run(sys.argv, "plot_attention.py CURVES.json OUT.png", draw))

@@ -6,26 +6,12 @@ The shaded band marks the training lengths; the dashed line is the task's chance
 stderr) when matplotlib is not installed (Debian: python3-matplotlib).
 """
 
-import json
 import sys
 
-MISSING_MODULE = 3
+from plotting import run
 
 
-def main(argv):
-    if len(argv) != 3:
-        print("usage: plot_che.py CHE_EVAL.json OUT.png", file=sys.stderr)
-        return 2
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("python module matplotlib is not installed", file=sys.stderr)
-        return MISSING_MODULE
-
-    with open(argv[1]) as f:
-        e = json.load(f)
+def draw(e, plt, out_path):
     fig, ax = plt.subplots(figsize=(7, 4))
     ax.axvspan(0.5, e["max_train_length"] + 0.5, color="0.9", label="training lengths")
     ax.plot(e["lengths"], [100 * a for a in e["accuracy"]], marker=".", label=e["pe"])
@@ -37,9 +23,8 @@ def main(argv):
         e["task"], e["pe"], e["seed"], 100 * e["ood_mean"]))
     ax.legend(loc="lower left")
     fig.tight_layout()
-    fig.savefig(argv[2], dpi=120)
-    return 0
+    fig.savefig(out_path, dpi=120)
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv))
+    sys.exit(run(sys.argv, "plot_che.py CHE_EVAL.json OUT.png", draw))

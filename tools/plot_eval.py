@@ -6,26 +6,12 @@ The x axis is log2 of the length; a model's points are joined in length order. E
 when matplotlib is not installed (Debian: python3-matplotlib).
 """
 
-import json
 import sys
 
-MISSING_MODULE = 3
+from plotting import run
 
 
-def main(argv):
-    if len(argv) != 3:
-        print("usage: plot_eval.py EVAL.json OUT.png", file=sys.stderr)
-        return 2
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("python module matplotlib is not installed", file=sys.stderr)
-        return MISSING_MODULE
-
-    with open(argv[1]) as f:
-        report = json.load(f)
+def draw(report, plt, out_path):
     curves = {}
     for r in report["results"]:
         label = "%s (%s)" % (r["pe"], r["checkpoint"])
@@ -47,9 +33,8 @@ def main(argv):
     ax.grid(True, which="major", alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(argv[2])
-    return 0
+    fig.savefig(out_path)
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv))
+    sys.exit(run(sys.argv, "plot_eval.py EVAL.json OUT.png", draw))
