@@ -202,6 +202,11 @@ __global__ void residual_forward_kernel(__nv_bfloat16* out, const __nv_bfloat16*
   if (i < n) out[i] = __float2bfloat16_rn(__bfloat162float(a[i]) + __bfloat162float(b[i]));
 }
 
+__global__ void scale_forward_kernel(__nv_bfloat16* out, const __nv_bfloat16* inp, float factor, size_t n) {
+  const size_t i = size_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i < n) out[i] = __float2bfloat16_rn(__bfloat162float(inp[i]) * factor);
+}
+
 // Row max and sum of exp(x - max) of one row of V, by the whole block; every thread gets both.
 struct Normaliser {
   float max, sum;
@@ -324,6 +329,13 @@ void residual_forward(bf16* out, const bf16* a, const bf16* b, size_t n, Stream 
   if (n == 0) return;
   residual_forward_kernel<<<blocks_for(n, kThreads), kThreads, 0, stream>>>(as_device(out), as_device(a),
                                                                             as_device(b), n);
+  CUDA_CHECK_LAUNCH();
+}
+
+void scale_forward(bf16* out, const bf16* inp, float factor, size_t n, Stream stream) {
+  if (n == 0) return;
+  scale_forward_kernel<<<blocks_for(n, kThreads), kThreads, 0, stream>>>(as_device(out), as_device(inp),
+                                                                         factor, n);
   CUDA_CHECK_LAUNCH();
 }
 

@@ -111,6 +111,10 @@ void activation_backward(bf16* dinp, const bf16* inp, const bf16* dout, size_t n
 // residual_forward: out = a + b elementwise, added in fp32. out, a, b (n) bf16; out may alias a or b.
 void residual_forward(bf16* out, const bf16* a, const bf16* b, size_t n, Stream stream);
 
+// scale_forward: out = inp * factor elementwise, multiplied in fp32 and rounded once. out, inp (n) bf16; out
+// may alias inp. The model's sqrt(C) embedding scale (model.scale_embedding) and its gradient.
+void scale_forward(bf16* out, const bf16* inp, float factor, size_t n, Stream stream);
+
 // crossentropy_forward: losses[n] = logsumexp(logits[n, :]) - logits[n, targets[n]] in fp32, and 0 where
 // targets[n] < 0 (an ignored position). losses (N) fp32 written; logits (N,V) bf16; targets (N) in [0, V)
 // or negative.
