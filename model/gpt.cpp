@@ -7,22 +7,13 @@
 
 #include "kernels/kernels.h"
 #include "kernels/random.h"
+#include "model/layer_tensors.h"
 
 namespace dape::model {
 
 namespace k = dape::kernels;
 
 namespace {
-
-// Pointers into the parameter (or gradient) buffer for one layer. P = const F* or F*. Absent optional
-// tensors (attention biases) are nullptr.
-template <typename P>
-struct LayerTensors {
-  P ln1_weight, ln1_bias, qkv_weight, qkv_bias, proj_weight, proj_bias;
-  P ln2_weight, ln2_bias, fc_weight, fc_bias, fcproj_weight, fcproj_bias;
-  k::PositionalTensors<P> pe;
-  k::DapeTensors<P> dape;
-};
 
 // Activations of one layer, views into the arena (shapes per the kernels' legend). The block is
 //   pre-LN:  residual2 = x + drop(proj(attn(LN1(x))));   residual3 = residual2 + drop(mlp(LN2(residual2)))
@@ -96,60 +87,14 @@ struct GPT<F>::State {
 
   template <typename P>
   LayerTensors<P> layer_tensors(std::vector<F>& buffer, int l) {
-    const std::string p = "layers." + std::to_string(l) + ".";
-    auto f = [&](const std::string& name) -> P { return find(buffer, p + name); };
-    LayerTensors<P> t{};
-    t.ln1_weight = f("ln1.weight"), t.ln1_bias = f("ln1.bias");
-    t.qkv_weight = f("attn.qkv.weight"), t.qkv_bias = f("attn.qkv.bias");
-    t.proj_weight = f("attn.proj.weight"), t.proj_bias = f("attn.proj.bias");
-    t.ln2_weight = f("ln2.weight"), t.ln2_bias = f("ln2.bias");
-    t.fc_weight = f("mlp.fc.weight"), t.fc_bias = f("mlp.fc.bias");
-    t.fcproj_weight = f("mlp.proj.weight"), t.fcproj_bias = f("mlp.proj.bias");
-    t.pe.kerple_p = f("pe.kerple.p"), t.pe.kerple_a = f("pe.kerple.a");
-    t.pe.kerple_p_right = f("pe.kerple.p_right"), t.pe.kerple_a_right = f("pe.kerple.a_right");
-    t.pe.fire_c = f("pe.fire.c"), t.pe.fire_lambda = f("pe.fire.lambda");
-    t.pe.fire_fc1_weight = f("pe.fire.fc1.weight"), t.pe.fire_fc1_bias = f("pe.fire.fc1.bias");
-    t.pe.fire_fc2_weight = f("pe.fire.fc2.weight"), t.pe.fire_fc2_bias = f("pe.fire.fc2.bias");
-    t.pe.fire_fc1_weight_right = f("pe.fire.fc1_right.weight");
-    t.pe.fire_fc1_bias_right = f("pe.fire.fc1_right.bias");
-    t.pe.fire_fc2_weight_right = f("pe.fire.fc2_right.weight");
-    t.pe.fire_fc2_bias_right = f("pe.fire.fc2_right.bias");
-    t.pe.t5_table = find(buffer, "t5.bias");
-    t.dape.fc1_weight = f("dape.fc1.weight"), t.dape.fc1_bias = f("dape.fc1.bias");
-    t.dape.fc2_weight = f("dape.fc2.weight"), t.dape.fc2_bias = f("dape.fc2.bias");
-    return t;
+    return model::layer_tensors<P>(l, [&](const std::string& name) -> P { return find(buffer, name); });
   }
 
-  // Draws the randomized positions of every layer for a sequence of T_ tokens (CHE.md §3.6): one draw per
-  // layer and call, shared by the batch. Nothing to draw without model.randomized_positions or without a
-  // position-dependent attention core.
-  void draw_positions(int T_) {
-    positions.assign(config.n_layers, {});
-    const int L = config.randomized_positions;
-    const k::PeKind pe = config.base_pe();
-    if (L == 0 || pe == k::PeKind::none) return;
-    if (T_ > L)
-      throw Error("a sequence of " + std::to_string(T_) +
-                  " tokens needs more than model.randomized_positions = " + std::to_string(L) +
-                  " positions; raise it to at least the longest sequence");
-    for (auto& p : positions)
-      p = pe == k::PeKind::rope ? k::sample_positions(T_, L, noise) : k::sample_distance_ladder(T_, L, noise);
-  }
+  void draw_positions(int T_) { positions = draw_layer_positions(config, T_, noise); }
 
   k::AttentionSpec attention_spec(int B_, int T_, int layer) const {
-    k::AttentionSpec s;
-    s.B = B_, s.T = T_, s.NH = config.n_heads, s.HS = config.head_size();
-    s.causal = config.causal;
-    s.pe = config.base_pe();
-    s.dape = config.dape_mode();
-    s.dape_width = config.dape.width;
-    s.dape_activation = config.dape.activation;
-    s.fire_width = config.fire.width;
-    s.fire_L0 = config.fire.L0;
-    if (!positions.empty() && !positions[layer].empty()) {
-      (s.pe == k::PeKind::rope ? s.rope_positions : s.distance_ladder) = positions[layer].data();
-    }
-    return s;
+    const bool drawn = !positions.empty() && !positions[layer].empty();
+    return model::attention_spec(config, B_, T_, drawn ? positions[layer].data() : nullptr);
   }
 
   // The token embedding, times sqrt(C) with model.scale_embedding.

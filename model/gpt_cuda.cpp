@@ -14,6 +14,7 @@
 #include "kernels/positional.h"
 #include "kernels/random.h"
 #include "model/gpt.h"
+#include "model/layer_tensors.h"
 
 namespace dape::model {
 
@@ -36,16 +37,6 @@ constexpr size_t kAlignBytes = 256, kAlignFloats = 128;
 size_t round_up(size_t n, size_t multiple) {
   return (n + multiple - 1) / multiple * multiple;
 }
-
-// Pointers into the parameter (fp32 or its bf16 copy) or gradient arrays for one layer, as in gpt.cpp.
-// Absent optional tensors are nullptr.
-template <typename P>
-struct LayerTensors {
-  P ln1_weight, ln1_bias, qkv_weight, qkv_bias, proj_weight, proj_bias;
-  P ln2_weight, ln2_bias, fc_weight, fc_bias, fcproj_weight, fcproj_bias;
-  k::PositionalTensors<P> pe;
-  k::DapeTensors<P> dape;
-};
 
 // Activations of one layer, views into the arena; the block diagram is gpt.cpp's. bf16 except the
 // layernorm statistics and the attention's saved tensors (fp32).
@@ -152,28 +143,7 @@ struct GPTCuda::State {
 
   template <typename E>
   LayerTensors<E*> layer_tensors(E* base, int l) const {
-    const std::string p = "layers." + std::to_string(l) + ".";
-    auto f = [&](const std::string& name) -> E* { return find(base, p + name); };
-    LayerTensors<E*> t{};
-    t.ln1_weight = f("ln1.weight"), t.ln1_bias = f("ln1.bias");
-    t.qkv_weight = f("attn.qkv.weight"), t.qkv_bias = f("attn.qkv.bias");
-    t.proj_weight = f("attn.proj.weight"), t.proj_bias = f("attn.proj.bias");
-    t.ln2_weight = f("ln2.weight"), t.ln2_bias = f("ln2.bias");
-    t.fc_weight = f("mlp.fc.weight"), t.fc_bias = f("mlp.fc.bias");
-    t.fcproj_weight = f("mlp.proj.weight"), t.fcproj_bias = f("mlp.proj.bias");
-    t.pe.kerple_p = f("pe.kerple.p"), t.pe.kerple_a = f("pe.kerple.a");
-    t.pe.kerple_p_right = f("pe.kerple.p_right"), t.pe.kerple_a_right = f("pe.kerple.a_right");
-    t.pe.fire_c = f("pe.fire.c"), t.pe.fire_lambda = f("pe.fire.lambda");
-    t.pe.fire_fc1_weight = f("pe.fire.fc1.weight"), t.pe.fire_fc1_bias = f("pe.fire.fc1.bias");
-    t.pe.fire_fc2_weight = f("pe.fire.fc2.weight"), t.pe.fire_fc2_bias = f("pe.fire.fc2.bias");
-    t.pe.fire_fc1_weight_right = f("pe.fire.fc1_right.weight");
-    t.pe.fire_fc1_bias_right = f("pe.fire.fc1_right.bias");
-    t.pe.fire_fc2_weight_right = f("pe.fire.fc2_right.weight");
-    t.pe.fire_fc2_bias_right = f("pe.fire.fc2_right.bias");
-    t.pe.t5_table = find(base, "t5.bias");
-    t.dape.fc1_weight = f("dape.fc1.weight"), t.dape.fc1_bias = f("dape.fc1.bias");
-    t.dape.fc2_weight = f("dape.fc2.weight"), t.dape.fc2_bias = f("dape.fc2.bias");
-    return t;
+    return model::layer_tensors<E*>(l, [&](const std::string& name) -> E* { return find(base, name); });
   }
 
   // The flat table order <-> the padded device layout.
@@ -196,19 +166,11 @@ struct GPTCuda::State {
   // The matmuls' bf16 weight copies, after every change of the fp32 masters.
   void refresh_bf16() { kc::convert_f32_to_bf16(params_bf16.data(), params.data(), padded_size, kStream); }
 
-  // Draws the randomized positions of every layer exactly as GPT::State::draw_positions (same stream, same
-  // order, same checks), then copies them to the device, one row of T per layer.
+  // Draws the randomized positions of every layer as the CPU model does (draw_layer_positions: same stream,
+  // order and checks), then copies them to the device, one row of T per layer.
   void draw_positions(int T_) {
-    positions.assign(config.n_layers, {});
-    const int L = config.randomized_positions;
-    const k::PeKind pe = config.base_pe();
-    if (L == 0 || pe == k::PeKind::none) return;
-    if (T_ > L)
-      throw Error("a sequence of " + std::to_string(T_) +
-                  " tokens needs more than model.randomized_positions = " + std::to_string(L) +
-                  " positions; raise it to at least the longest sequence");
-    for (auto& p : positions)
-      p = pe == k::PeKind::rope ? k::sample_positions(T_, L, noise) : k::sample_distance_ladder(T_, L, noise);
+    positions = draw_layer_positions(config, T_, noise);
+    if (positions.front().empty()) return;
     std::vector<int32_t> rows;
     rows.reserve(size_t(config.n_layers) * T_);
     for (const auto& p : positions) rows.insert(rows.end(), p.begin(), p.end());
@@ -217,20 +179,8 @@ struct GPTCuda::State {
 
   // As gpt.cpp's attention_spec; the randomized positions are the device copies (layer < 0: none).
   k::AttentionSpec attention_spec(int B_, int T_, int layer) const {
-    k::AttentionSpec s;
-    s.B = B_, s.T = T_, s.NH = config.n_heads, s.HS = config.head_size();
-    s.causal = config.causal;
-    s.pe = config.base_pe();
-    s.dape = config.dape_mode();
-    s.dape_width = config.dape.width;
-    s.dape_activation = config.dape.activation;
-    s.fire_width = config.fire.width;
-    s.fire_L0 = config.fire.L0;
-    if (layer >= 0 && !positions.empty() && !positions[layer].empty()) {
-      const int32_t* row = positions_dev + size_t(layer) * T_;
-      (s.pe == k::PeKind::rope ? s.rope_positions : s.distance_ladder) = row;
-    }
-    return s;
+    const bool drawn = layer >= 0 && !positions.empty() && !positions[layer].empty();
+    return model::attention_spec(config, B_, T_, drawn ? positions_dev + size_t(layer) * T_ : nullptr);
   }
 
   // The token embedding, times sqrt(C) with model.scale_embedding.
