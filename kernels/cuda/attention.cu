@@ -65,31 +65,6 @@ __device__ inline int key_end(int i, int T, bool causal) {
   return causal ? i + 1 : T;
 }
 
-__device__ inline float act_forward(float x, Activation a) {
-  switch (a) {
-    case Activation::relu:
-      return x > 0.0f ? x : 0.0f;
-    case Activation::leaky_relu:
-      return x > 0.0f ? x : float(kLeakyReluSlope) * x;
-    case Activation::gelu:
-      return 0.5f * x * (1.0f + erff(x * 0.70710678118654752f));
-  }
-  return 0.0f;
-}
-
-// relu: 0 at x = 0; leaky_relu: the slope at x = 0 (PyTorch's convention, DAPE-SPEC §4.6).
-__device__ inline float act_derivative(float x, Activation a) {
-  switch (a) {
-    case Activation::relu:
-      return x > 0.0f ? 1.0f : 0.0f;
-    case Activation::leaky_relu:
-      return x > 0.0f ? 1.0f : float(kLeakyReluSlope);
-    case Activation::gelu:
-      return 0.5f * (1.0f + erff(x * 0.70710678118654752f)) + x * expf(-0.5f * x * x) * 0.39894228040143268f;
-  }
-  return 0.0f;
-}
-
 __device__ inline float sign_of(float x) {
   return float((x > 0.0f) - (x < 0.0f));
 }
@@ -174,7 +149,7 @@ __device__ float bias_value(const BiasParams& s, int h, int i, int j) {
       const float* b2 = right ? s.p.fire_fc2_bias_right : s.p.fire_fc2_bias;
       const float r = log1pf(row.abs_c * float(distance(s, i, j))) / row.N;
       float acc = b2[h];
-      for (int k = 0; k < s.DF; ++k) acc += w2[h * s.DF + k] * act_forward(w1[k] * r + b1[k], s.fire_act);
+      for (int k = 0; k < s.DF; ++k) acc += w2[h * s.DF + k] * activate(w1[k] * r + b1[k], s.fire_act);
       return acc;
     }
     case PeKind::t5:
@@ -318,7 +293,7 @@ __global__ void logits_softmax_rows_kernel(float* probs, const float* scores, co
     for (int d = 0; d < dd.D; ++d) {
       float u = c1[d];
       for (int m = 0; m < dd.Zin; ++m) u += W1[d * dd.Zin + m] * z[m];
-      const float a = act_forward(u, dd.act);
+      const float a = activate(u, dd.act);
       for (int h = 0; h < NH; ++h) out[h] += W2[h * dd.D + d] * a;
     }
     for (int h = 0; h < NH; ++h) {
@@ -458,8 +433,8 @@ __global__ void dape_backward_rows_kernel(float* g, float* dbias, float* partial
           float u = c1[d], ga = 0.0f;
           for (int m = 0; m < Zin; ++m) u += W1[d * Zin + m] * zp[m];
           for (int h = 0; h < NH; ++h) ga += W2[h * D + d] * gp[h];
-          ap[d] = act_forward(u, dd.act);
-          gup[d] = ga * act_derivative(u, dd.act);
+          ap[d] = activate(u, dd.act);
+          gup[d] = ga * activate_derivative(u, dd.act);
         }
         // Route gamma_z and the residual g (variants: DAPE-SPEC §4.6).
         for (int h = 0; h < NH; ++h) {
@@ -573,19 +548,19 @@ __global__ void bias_backward_rows_kernel(float* partials, const float* G, BiasP
           acc += G_at(k_local - 2 * DF - NH * DF, j);
         } else if (!scalar && k_local >= 2 * DF) {  // dW2[h][k]
           const int h = (k_local - 2 * DF) / DF, k = (k_local - 2 * DF) % DF;
-          acc += G_at(h, j) * act_forward(w1[k] * r + b1[k], s.fire_act);
+          acc += G_at(h, j) * activate(w1[k] * r + b1[k], s.fire_act);
         } else if (!scalar) {  // dW1[k] (k < DF) or db1[k]
           const int k = k_local % DF;
           float gamma = 0.0f;
           for (int h = 0; h < NH; ++h) gamma += w2[h * DF + k] * G_at(h, j);
-          const float gy = gamma * act_derivative(w1[k] * r + b1[k], s.fire_act);
+          const float gy = gamma * activate_derivative(w1[k] * r + b1[k], s.fire_act);
           acc += k_local < DF ? gy * r : gy;
         } else {
           float gamma_r = 0.0f;
           for (int k = 0; k < DF; ++k) {
             float gamma = 0.0f;
             for (int h = 0; h < NH; ++h) gamma += w2[h * DF + k] * G_at(h, j);
-            gamma_r += w1[k] * gamma * act_derivative(w1[k] * r + b1[k], s.fire_act);
+            gamma_r += w1[k] * gamma * activate_derivative(w1[k] * r + b1[k], s.fire_act);
           }
           if (q == 2 * side_width) {
             acc += gamma_r * sign_of(c) *

@@ -5,6 +5,7 @@
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
+#include <cmath>
 #include <cstddef>
 
 #include "kernels/cuda/cuda_error.h"
@@ -59,6 +60,35 @@ __device__ inline float block_max(float x) {
   if (lane == 0) partial[warp] = x;
   __syncthreads();
   return warp_max(lane < int(blockDim.x / 32) ? partial[lane] : -INFINITY);
+}
+
+// The activations of kernels/cpu/activation.h on the device: the MLPs, FIRE's and DAPE's MLPs.
+__device__ inline float activate(float x, Activation act) {
+  switch (act) {
+    case Activation::relu:
+      return x > 0.0f ? x : 0.0f;
+    case Activation::leaky_relu:
+      return x > 0.0f ? x : float(kLeakyReluSlope) * x;
+    case Activation::gelu:
+      return 0.5f * x * (1.0f + erff(x * float(M_SQRT1_2)));
+  }
+  return 0.0f;
+}
+
+// d act / dx; at x = 0 relu gives 0 and leaky_relu its slope, as kernels/cpu/activation.h.
+__device__ inline float activate_derivative(float x, Activation act) {
+  switch (act) {
+    case Activation::relu:
+      return x > 0.0f ? 1.0f : 0.0f;
+    case Activation::leaky_relu:
+      return x > 0.0f ? 1.0f : float(kLeakyReluSlope);
+    case Activation::gelu: {
+      const float cdf = 0.5f * (1.0f + erff(x * float(M_SQRT1_2)));
+      const float pdf = expf(-0.5f * x * x) * float(0.5 * M_2_SQRTPI * M_SQRT1_2);
+      return cdf + x * pdf;
+    }
+  }
+  return 0.0f;
 }
 
 }  // namespace dape::kernels::cuda

@@ -153,34 +153,6 @@ __global__ void layernorm_backward_params_column_tile(float* dweight, float* dbi
   dbias[c] += db_total;
 }
 
-__device__ inline float activate(float x, Activation act) {
-  switch (act) {
-    case Activation::relu:
-      return x > 0.0f ? x : 0.0f;
-    case Activation::leaky_relu:
-      return x > 0.0f ? x : float(kLeakyReluSlope) * x;
-    case Activation::gelu:
-      return 0.5f * x * (1.0f + erff(x * float(M_SQRT1_2)));
-  }
-  return 0.0f;
-}
-
-// d act / dx; at x = 0 relu gives 0 and leaky_relu its slope, as kernels/cpu/activation.h.
-__device__ inline float activate_derivative(float x, Activation act) {
-  switch (act) {
-    case Activation::relu:
-      return x > 0.0f ? 1.0f : 0.0f;
-    case Activation::leaky_relu:
-      return x > 0.0f ? 1.0f : float(kLeakyReluSlope);
-    case Activation::gelu: {
-      const float cdf = 0.5f * (1.0f + erff(x * float(M_SQRT1_2)));
-      const float pdf = expf(-0.5f * x * x) * float(0.5 * M_2_SQRTPI * M_SQRT1_2);
-      return cdf + x * pdf;
-    }
-  }
-  return 0.0f;
-}
-
 // One thread per element for the three elementwise kernels below.
 __global__ void activation_forward_kernel(__nv_bfloat16* out, const __nv_bfloat16* inp, size_t n,
                                           Activation act) {
