@@ -23,6 +23,7 @@ void add_inspect_command(CLI::App& app);    // dape inspect (launcher/cmd_inspec
 void add_visualize_command(CLI::App& app);  // dape visualize (launcher/cmd_visualize.cpp)
 void add_tokenize_command(CLI::App& app);   // dape tokenize (launcher/cmd_tokenize.cpp)
 void add_che_command(CLI::App& app);        // dape che sample|train|eval|table (launcher/cmd_che.cpp)
+void add_bench_command(CLI::App& app);      // dape bench (launcher/cmd_bench.cpp)
 
 // The progress bar of `dape prepare` and `dape corpus` on stderr, and their closing summary
 // (cmd_prepare.cpp).

@@ -13,6 +13,7 @@
 
 #include "data/data.h"
 #include "kernels/error.h"
+#include "launcher/trainer.h"
 
 namespace dape::launcher {
 namespace {
@@ -140,6 +141,24 @@ ConfigKey choice_key(std::string name, Field<E> field, E last,
           [field](const RunConfig& c) { return model::to_string(read(field, c)); }};
 }
 
+const char* const kDeviceNames[] = {"cpu", "cuda", "auto"};
+
+ConfigKey device_key(std::string name, Field<Device> field, std::string doc) {
+  return {name,
+          ValueType::choice,
+          std::move(doc),
+          {std::begin(kDeviceNames), std::end(kDeviceNames)},
+          [name, field](RunConfig& c, const std::string& v) {
+            for (int i = 0; i < 3; ++i)
+              if (v == kDeviceNames[i]) {
+                field(c) = static_cast<Device>(i);
+                return;
+              }
+            fail(name, v, "expected one of cpu, cuda, auto");
+          },
+          [field](const RunConfig& c) { return to_string(read(field, c)); }};
+}
+
 std::vector<ConfigKey> build_schema() {
   using kernels::Activation;
   using model::DapeVariant;
@@ -261,6 +280,12 @@ std::vector<ConfigKey> build_schema() {
       int_key(
           "train.keep_last", [](RunConfig& c) -> int& { return c.train.keep_last; },
           "checkpoints kept (older ones are removed once a new one is complete); 0: keep all; >= 0"),
+      device_key(
+          "train.device", [](RunConfig& c) -> Device& { return c.train.device; },
+          "where to train: cpu; cuda (one GPU; needs a CUDA build and a usable device; the final evaluation "
+          "then runs on the CPU with the downloaded weights); auto (cuda where the GPU can run the model, "
+          "else cpu; logs which). Checkpoints are the same files on both, so a run can resume on the other "
+          "device"),
       string_key(
           "data.train", [](RunConfig& c) -> std::string& { return c.data.train; },
           "training text file, or a directory from `dape prepare` (its train split) (required); relative to "
@@ -400,6 +425,10 @@ std::string section_of(const std::string& key) {
 
 }  // namespace
 
+std::string to_string(Device device) {
+  return kDeviceNames[static_cast<int>(device)];
+}
+
 const std::vector<ConfigKey>& config_schema() {
   static const std::vector<ConfigKey> schema = build_schema();
   return schema;
@@ -532,6 +561,18 @@ void validate_training(const RunConfig& config) {
          "expected an integer >= 0 (0: keep every checkpoint)");
 
   model::validate(config.model);
+  if (t.device == Device::cuda) {
+    // The config's own conflict first: it needs fixing on any machine.
+    if (config.model.dropout > 0)
+      fail("model.dropout", format_number(config.model.dropout),
+           "not supported with train.device = cuda yet (the GPU model has no dropout masks); set "
+           "model.dropout=0 or train.device=cpu");
+    std::string why;
+    if (!cuda_usable(&why))
+      fail("train.device", "cuda",
+           "no usable CUDA device (" + why +
+               "); use train.device=cpu, or auto to train on a GPU where there is one");
+  }
 }
 
 namespace {

@@ -17,6 +17,11 @@
 
 namespace dape::launcher {
 
+// train.device: where run_training trains (launcher/trainer.h). automatic ("auto") takes the GPU when this
+// build has CUDA, a device is usable and the model runs there, else the CPU, and logs which.
+enum class Device { cpu, cuda, automatic };
+std::string to_string(Device device);  // "cpu", "cuda", "auto"
+
 // The train.* keys. Defaults are the tiny CPU run (DAPE-SPEC §2.1) with the optimizer of §2.2.
 struct TrainConfig {
   int seq_len = 32;     // T
@@ -33,6 +38,7 @@ struct TrainConfig {
   bool kerple_project = false;  // project stored Kerple p, a to >= 0.01 after every step
   int ckpt_every = 0;           // a checkpoint every N steps (the final one is always written); 0: final only
   int keep_last = 3;            // checkpoints kept in RUN_DIR/checkpoints; 0: all
+  Device device = Device::cpu;
 };
 
 // The data.* keys. Paths are absolute once load_config returns.
@@ -94,7 +100,8 @@ void apply_override(RunConfig& config, const std::string& assignment);
 RunConfig load_config(const std::string& path, const std::vector<std::string>& overrides);
 
 // Every check that needs no tokenizing: sizes, ranges, cross-key rules, the model (model::validate), the
-// tokenizer name and vocabulary, and that the data files exist. Throws ConfigError.
+// tokenizer name and vocabulary, and that the data files exist; with train.device = cuda also that this
+// build has CUDA, a device is usable and model.dropout is 0. Throws ConfigError.
 void validate(const RunConfig& config);
 // The checks of the train.* and model.* keys alone (validate() without data.*).
 void validate_training(const RunConfig& config);

@@ -27,7 +27,8 @@ int main(int argc, char** argv) {
   app.require_subcommand(1, 1);
 
   TrainRequest request;
-  CLI::App* train_cmd = app.add_subcommand("train", "train a model on the CPU from a YAML config");
+  CLI::App* train_cmd =
+      app.add_subcommand("train", "train a model from a YAML config (train.device: cpu, cuda or auto)");
   train_cmd->add_option("config", request.config_path, "YAML config, e.g. configs/tiny.yaml")->required();
   train_cmd
       ->add_option("--set", request.overrides, "override one config key: --set train.steps=100 (repeatable)")
@@ -54,6 +55,7 @@ int main(int argc, char** argv) {
   add_corpus_command(app);
   add_tokenize_command(app);
   add_che_command(app);
+  add_bench_command(app);
 
   try {
     app.parse(argc, argv);

@@ -21,6 +21,7 @@
 #include "kernels/random.h"
 #include "launcher/files.h"
 #include "launcher/run_state.h"
+#include "launcher/trainer.h"
 #include "model/optimizer.h"
 
 namespace dape::launcher {
@@ -169,26 +170,25 @@ struct StepStats {
 // One optimizer step (DAPE-SPEC §2.2): gradients of grad_accum micro-batches, global-norm clip, the finite
 // check, the AdamW update with lr(step - 1), then the optional Kerple projection. The model's noise (dropout,
 // randomized positions) is seeded from (train.seed, step, micro-batch), so a resumed run draws the same.
-StepStats train_step(int step, model::GPT<float>& gpt, model::AdamW<float>& adamw,
-                     const model::LrSchedule& schedule, TrainingData& data, const TrainConfig& t,
-                     MicroBatch& batch) {
+StepStats train_step(int step, Trainer& trainer, const model::LrSchedule& schedule, TrainingData& data,
+                     const TrainConfig& t, MicroBatch& batch) {
   StepStats stats;
-  gpt.zero_grad();
+  trainer.zero_grad();
   for (int m = 0; m < t.grad_accum; ++m) {
     data.next(step, m, batch);
-    gpt.set_noise_seed(Rng::mix(t.seed ^ Rng::mix(uint64_t(step) * 4096 + uint64_t(m))));
-    const float loss = gpt.forward(batch.inputs.data(), batch.targets.data(), batch.B, batch.T);
+    trainer.set_noise_seed(Rng::mix(t.seed ^ Rng::mix(uint64_t(step) * 4096 + uint64_t(m))));
+    const float loss = trainer.forward(batch.inputs.data(), batch.targets.data(), batch.B, batch.T);
     if (!std::isfinite(loss)) refuse_step(step, "loss", loss, t);
-    gpt.backward(1.0f / static_cast<float>(t.grad_accum));
+    trainer.backward(1.0f / static_cast<float>(t.grad_accum));
     stats.loss += loss;
     stats.tokens += static_cast<long long>(batch.B) * batch.T;
   }
   stats.loss /= t.grad_accum;
-  stats.grad_norm = model::clip_grad_norm(gpt.grads(), gpt.num_parameters(), t.clip);
+  stats.grad_norm = trainer.clip_grad_norm(t.clip);
   if (!std::isfinite(stats.grad_norm)) refuse_step(step, "grad norm", stats.grad_norm, t);
   stats.lr = schedule.lr_at(step - 1);
-  adamw.step(gpt.params(), gpt.grads(), stats.lr);
-  if (t.kerple_project) project_kerple(gpt);
+  trainer.adamw_step(stats.lr);
+  if (t.kerple_project) trainer.project_kerple();
   return stats;
 }
 
@@ -204,12 +204,11 @@ class StepLogger {
   }
 
   void log_start(const std::string& command, const std::string& run_dir, const RunConfig& config,
-                 model::GPT<float>& gpt, const std::vector<std::string>& data_lines) {
+                 size_t num_parameters, size_t arena_bytes, const std::vector<std::string>& data_lines) {
     info(fmt::format("{} -> {}", command, run_dir));
     for (const std::string& line : summary_lines(config)) info("  " + line);
     info(fmt::format("model: {} parameters, activation arena {:.1f} MiB for B={} T={}",
-                     format_count(gpt.num_parameters()), gpt.arena_bytes() / 1048576.0, t_.micro_batch,
-                     t_.seq_len));
+                     format_count(num_parameters), arena_bytes / 1048576.0, t_.micro_batch, t_.seq_len));
     for (const std::string& line : data_lines) info(line);
     start_ = last_log_ = Clock::now();
   }
@@ -278,10 +277,14 @@ bool is_kerple_parameter(const std::string& name) {
 }
 
 int project_kerple(model::GPT<float>& gpt) {
+  return project_kerple(gpt.parameter_table(), gpt.params());
+}
+
+int project_kerple(const std::vector<model::ParameterSpec>& table, float* params) {
   int visited = 0;
-  for (const model::ParameterSpec& spec : gpt.parameter_table()) {
+  for (const model::ParameterSpec& spec : table) {
     if (!is_kerple_parameter(spec.name)) continue;
-    float* p = gpt.params() + spec.offset;
+    float* p = params + spec.offset;
     for (size_t i = 0; i < spec.numel; ++i) p[i] = std::max(p[i], float(kernels::kKerpleMin));
     ++visited;
   }
@@ -317,21 +320,25 @@ void run_training(const RunConfig& config, const std::string& command, const std
   const auto start = Clock::now();
   const StopSignals stop_signals;
 
+  // The host model and optimizer hold the run's state for checkpoints and the final evaluation; the trainer
+  // trains them in place (cpu) or a copy on the GPU that it downloads into them (launcher/trainer.h).
   model::GPT<float> gpt(config.model);
   gpt.init_parameters(t.seed);
-  gpt.allocate(t.micro_batch, t.seq_len);
   model::AdamW<float> adamw(gpt.parameter_table(), {t.beta1, t.beta2, t.eps, t.weight_decay});
   const model::LrSchedule schedule{t.lr, t.min_lr, t.warmup_steps, t.steps};
   const bool resuming = fs::is_directory(checkpoints_dir(run_dir));
   ResumeResult resumed;
   if (resuming) resumed = resume_from_checkpoints(run_dir, config, data.num_windows, gpt, adamw);
+  std::vector<std::string> device_log;
+  const std::unique_ptr<Trainer> trainer = make_trainer(config, gpt, adamw, &device_log);
 
   fs::create_directories(checkpoints_dir(run_dir));
   const std::string config_text = "# Resolved by `" + command + "`; every key is listed.\n" + to_yaml(config);
   write_text_atomic((fs::path(run_dir) / "config.yaml").string(), config_text);
   if (resuming) truncate_metrics((fs::path(run_dir) / "metrics.jsonl").string(), resumed.progress.step);
   StepLogger logger(fs::path(run_dir) / "metrics.jsonl", t);
-  logger.log_start(command, run_dir, config, gpt, data.log_lines);
+  logger.log_start(command, run_dir, config, gpt.num_parameters(), trainer->arena_bytes(), data.log_lines);
+  for (const std::string& line : device_log) logger.info(line);
   for (const std::string& line : resumed.log) logger.info(line);
   logger.resume(resumed.progress);
   Checkpointer checkpointer(run_dir, config, config_text, gpt.num_parameters(),
@@ -340,10 +347,11 @@ void run_training(const RunConfig& config, const std::string& command, const std
   MicroBatch batch;
   batch.cursor = resumed.progress.cursor;
   auto save = [&](int step) {
+    trainer->download();
     checkpointer.save(gpt, adamw, {step, logger.tokens(), logger.elapsed(), batch.cursor}, data.num_windows);
   };
   for (int step = resumed.progress.step + 1; step <= t.steps; ++step) {
-    logger.log_step(step, train_step(step, gpt, adamw, schedule, data, t, batch));
+    logger.log_step(step, train_step(step, *trainer, schedule, data, t, batch));
     checkpointer.poll();
     const char* signal = stop_signals.received();
     if (signal || (t.ckpt_every > 0 && step % t.ckpt_every == 0 && step < t.steps)) save(step);
@@ -356,7 +364,10 @@ void run_training(const RunConfig& config, const std::string& command, const std
       return;
     }
   }
-  if (resumed.progress.step < t.steps) save(t.steps);  // the final checkpoint, written during evaluation
+  // The final checkpoint, written during evaluation. Its download also brings the host model, which the
+  // evaluation and model.h5 read, up to date after a GPU run (a run resumed at its last step trained
+  // nothing).
+  if (resumed.progress.step < t.steps) save(t.steps);
 
   const FinalEvaluation final_eval = data.evaluate(gpt);
   logger.log_final(final_eval.record, final_eval.line);

@@ -1,4 +1,5 @@
-// `dape train`: the training loop on the CPU, its logging, metrics.jsonl and the run directory.
+// `dape train`: the training loop (on the device of train.device, launcher/trainer.h), its logging,
+// metrics.jsonl and the run directory.
 //
 // A run directory holds:
 //   config.yaml    the resolved config (every key), written first; `dape train RUN/config.yaml` repeats the
@@ -60,9 +61,14 @@ struct TrainingData {
 };
 
 // The training loop shared by `dape train` and `dape che train`: builds the model, resumes from
-// RUN_DIR/checkpoints when it exists, writes config.yaml (headed by `command`), trains with logging,
-// checkpoints and the stop signals of train(), runs data.evaluate, and writes model.h5. The config must be
-// validated and run_dir chosen (choose_run_dir) before.
+// RUN_DIR/checkpoints when it exists, picks the device (make_trainer: train.device), writes config.yaml
+// (headed by `command`), trains with logging, checkpoints and the stop signals of train(), runs
+// data.evaluate, and writes model.h5. The config must be validated and run_dir chosen (choose_run_dir)
+// before. With train.device = cuda (or auto on a GPU) the GPU trains and every checkpoint downloads the
+// parameters and AdamW moments into the host GPT<float> and AdamW<float> it is written from; data.evaluate
+// runs on that host GPT<float> on the CPU, after the final download. (With model.randomized_positions the
+// final val_loss of `dape train` then draws its positions from the host model's own noise stream, not from
+// the one the CPU run's last step left, so it differs a little between devices.)
 void run_training(const RunConfig& config, const std::string& command, const std::string& run_dir,
                   TrainingData& data);
 
@@ -74,8 +80,9 @@ std::string choose_run_dir(const std::string& requested, const std::string& conf
 // Whether a parameter is a Kerple p or a (names ending in .pe.kerple.p, .a, .p_right, .a_right).
 bool is_kerple_parameter(const std::string& name);
 // Clamps every Kerple p, a of the model to >= kernels::kKerpleMin in place; returns how many tensors it
-// visited.
+// visited. The second form works on parameters in the flat order of `table`.
 int project_kerple(model::GPT<float>& gpt);
+int project_kerple(const std::vector<model::ParameterSpec>& table, float* params);
 
 // One line of metrics.jsonl: the numeric fields by name.
 using MetricsRecord = std::map<std::string, double>;

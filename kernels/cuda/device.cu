@@ -42,4 +42,15 @@ std::string cuda_device_name(int device) {
   return prop.name;
 }
 
+size_t cuda_memory_in_use() {
+  size_t free_bytes = 0, total_bytes = 0;
+  const cudaError_t err = cudaMemGetInfo(&free_bytes, &total_bytes);
+  if (err != cudaSuccess) {
+    cudaGetLastError();
+    throw std::runtime_error("cudaMemGetInfo failed: " + describe(err) + " at " + __FILE__ + ":" +
+                             std::to_string(__LINE__));
+  }
+  return total_bytes - free_bytes;
+}
+
 }  // namespace dape::kernels

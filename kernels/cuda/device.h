@@ -2,6 +2,7 @@
 // (launcher, tests) can include it.
 #pragma once
 
+#include <cstddef>
 #include <string>
 
 namespace dape::kernels {
@@ -15,5 +16,10 @@ int cuda_device_count(std::string* why);
 // cuda_device_name: the marketing name of device `device` in [0, cuda_device_count()).
 // Throws std::runtime_error naming the call, the device and the CUDA error when the runtime fails.
 std::string cuda_device_name(int device);
+
+// cuda_memory_in_use: bytes of the current device's memory in use (cudaMemGetInfo: total - free), by every
+// process and by this process's CUDA context too; sample it before and after to measure a program's share.
+// Throws std::runtime_error naming the call and the CUDA error when the runtime fails.
+size_t cuda_memory_in_use();
 
 }  // namespace dape::kernels

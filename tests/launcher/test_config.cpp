@@ -63,6 +63,7 @@ TEST(ConfigSchema, HasExactlyTheDocumentedKeys) {
                                              "train.kerple_project",
                                              "train.ckpt_every",
                                              "train.keep_last",
+                                             "train.device",
                                              "data.train",
                                              "data.val",
                                              "data.tokenizer",
@@ -93,6 +94,8 @@ TEST(ConfigSchema, EveryKeyRoundTripsItsDefault) {
   EXPECT_EQ(find_key("train.kerple_project")->get(defaults), "false");
   EXPECT_EQ(find_key("train.ckpt_every")->get(defaults), "0");
   EXPECT_EQ(find_key("train.keep_last")->get(defaults), "3");
+  EXPECT_EQ(find_key("train.device")->get(defaults), "cpu");
+  EXPECT_EQ(find_key("train.device")->choices, (std::vector<std::string>{"cpu", "cuda", "auto"}));
 }
 
 TEST(ConfigSchema, SetValueParsesAndTypeChecks) {
@@ -122,6 +125,10 @@ TEST(ConfigSchema, SetValueParsesAndTypeChecks) {
             0u);
   EXPECT_EQ(config_error([&] { set_value(c, "train.kerple_project", "1"); }),
             "train.kerple_project = 1: expected true or false");
+  set_value(c, "train.device", "auto");
+  EXPECT_EQ(c.train.device, Device::automatic);
+  EXPECT_EQ(config_error([&] { set_value(c, "train.device", "gpu"); }),
+            "train.device = gpu: expected one of cpu, cuda, auto");
   EXPECT_NE(config_error([&] { set_value(c, "model.dape", "3"); }).find("a section, not a key"),
             std::string::npos);
   EXPECT_EQ(config_error([&] { apply_override(c, "=3"); }).rfind("--set =3: expected KEY=VALUE", 0), 0u);
