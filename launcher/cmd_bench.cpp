@@ -24,6 +24,7 @@
 #include "kernels/random.h"
 #include "launcher/commands.h"
 #include "launcher/config.h"
+#include "launcher/files.h"
 #include "launcher/trainer.h"
 #include "model/gpt.h"
 #include "model/optimizer.h"
@@ -58,18 +59,6 @@ double peak_rss_gib() {
   rusage usage{};
   getrusage(RUSAGE_SELF, &usage);
   return usage.ru_maxrss * 1024.0 / kGiB;
-}
-
-std::string format_rate(double per_s) {
-  char buf[32];
-  if (per_s >= 1e6) {
-    std::snprintf(buf, sizeof buf, "%.2fM", per_s / 1e6);
-  } else if (per_s >= 1e3) {
-    std::snprintf(buf, sizeof buf, "%.1fk", per_s / 1e3);
-  } else {
-    std::snprintf(buf, sizeof buf, "%.0f", per_s);
-  }
-  return buf;
 }
 
 std::vector<int> parse_eval_lengths(const std::string& text) {

@@ -11,30 +11,6 @@
 #include "launcher/files.h"
 
 namespace dape::launcher {
-namespace {
-
-std::string count(uint64_t n) {
-  std::string digits = std::to_string(n), out;
-  for (size_t i = 0; i < digits.size(); ++i) {
-    if (i && (digits.size() - i) % 3 == 0) out += ',';
-    out += digits[i];
-  }
-  return out;
-}
-
-std::string rate(double per_s) {
-  char buf[32];
-  if (per_s >= 1e6) {
-    std::snprintf(buf, sizeof buf, "%.2fM", per_s / 1e6);
-  } else if (per_s >= 1e3) {
-    std::snprintf(buf, sizeof buf, "%.1fk", per_s / 1e3);
-  } else {
-    std::snprintf(buf, sizeof buf, "%.0f", per_s);
-  }
-  return buf;
-}
-
-}  // namespace
 
 std::function<void(const data::PrepareProgress&)> prepare_progress_bar() {
   if (!isatty(STDERR_FILENO)) return nullptr;
@@ -47,28 +23,29 @@ std::function<void(const data::PrepareProgress&)> prepare_progress_bar() {
         p.bytes_total ? static_cast<double>(p.bytes_done) / static_cast<double>(p.bytes_total) : 1;
     char sizes[64];
     std::snprintf(sizes, sizeof sizes, "%.1f/%.1f MB  ", p.bytes_done / 1e6, p.bytes_total / 1e6);
-    draw_progress_bar(done, sizes + count(p.docs) + " docs  " + count(p.tokens) + " tokens  " +
-                                rate(p.seconds > 0 ? p.tokens / p.seconds : 0) + " tok/s");
+    draw_progress_bar(done, sizes + format_count(p.docs) + " docs  " + format_count(p.tokens) + " tokens  " +
+                                format_rate(p.seconds > 0 ? p.tokens / p.seconds : 0) + " tok/s");
     if (p.bytes_done >= p.bytes_total) clear_progress_bar();
   };
 }
 
 std::string prepare_summary_text(const std::string& out_dir, const data::PrepareSummary& s) {
   auto shards = [](int n) { return std::to_string(n) + (n == 1 ? " shard" : " shards"); };
-  std::string text = "prepared " + out_dir + ": train " + count(s.train_docs) + " docs, " +
-                     count(s.train_tokens) + " tokens (" + shards(s.train_shards) + "); val " +
-                     count(s.val_docs) + " docs, " + count(s.val_tokens) + " tokens (" +
+  std::string text = "prepared " + out_dir + ": train " + format_count(s.train_docs) + " docs, " +
+                     format_count(s.train_tokens) + " tokens (" + shards(s.train_shards) + "); val " +
+                     format_count(s.val_docs) + " docs, " + format_count(s.val_tokens) + " tokens (" +
                      shards(s.val_shards) + ")\n";
   char timing[160];
   std::snprintf(timing, sizeof timing, "%.2f s, %s tokens/s, %.1f MB/s of input\n", s.seconds,
-                rate(s.tokens_per_s).c_str(), s.seconds > 0 ? s.input_bytes / 1e6 / s.seconds : 0.0);
+                format_rate(s.tokens_per_s).c_str(), s.seconds > 0 ? s.input_bytes / 1e6 / s.seconds : 0.0);
   text += timing;
-  if (s.empty_docs_dropped) text += "dropped " + count(s.empty_docs_dropped) + " empty documents\n";
+  if (s.empty_docs_dropped) text += "dropped " + format_count(s.empty_docs_dropped) + " empty documents\n";
   if (s.nul_bytes_dropped)
-    text +=
-        "removed " + count(s.nul_bytes_dropped) + " NUL bytes (the byte tokenizer's end-of-document id)\n";
+    text += "removed " + format_count(s.nul_bytes_dropped) +
+            " NUL bytes (the byte tokenizer's end-of-document id)\n";
   if (s.endoftext_literals)
-    text += "encoded " + count(s.endoftext_literals) + " literal <|endoftext|> strings as plain text\n";
+    text +=
+        "encoded " + format_count(s.endoftext_literals) + " literal <|endoftext|> strings as plain text\n";
   return text;
 }
 

@@ -14,6 +14,11 @@ void write_text_atomic(const std::string& path, const std::string& text);
 
 namespace dape::launcher {
 
+// Numbers in log lines: 1,234,567; 12.3k, 1.23M (per second, the unit added by the caller); 1:05 or 1:02:03.
+std::string format_count(long long n);
+std::string format_rate(double per_s);
+std::string format_duration(double seconds);
+
 // Progress on a terminal: redraws "[####......] text" in place on stderr (fraction clamped to [0, 1]).
 void draw_progress_bar(double fraction, const std::string& text);
 // Erases the bar's line so that a log line can take its place.

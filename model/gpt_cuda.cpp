@@ -74,20 +74,6 @@ void check_cuda_config(const ModelConfig& c) {
                       std::to_string(kc::kMaxDapeHeads) + " heads the CUDA DAPE kernels support");
 }
 
-// Inputs index the embedding, targets the head's classes (negative: no loss at that position); as gpt.cpp.
-void check_token_ids(const int32_t* inputs, const int32_t* targets, int N, int V, int outputs) {
-  for (int n = 0; n < N; ++n) {
-    if (inputs[n] < 0 || inputs[n] >= V)
-      throw Error("token id " + std::to_string(inputs[n]) + " out of range [0, " + std::to_string(V) +
-                  ") at position " + std::to_string(n) +
-                  "; the data's vocabulary does not fit model.vocab_size");
-    if (targets && targets[n] >= outputs)
-      throw Error("target " + std::to_string(targets[n]) + " out of range [0, " + std::to_string(outputs) +
-                  ") at position " + std::to_string(n) +
-                  "; the data's classes do not fit model.output_size (or model.vocab_size)");
-  }
-}
-
 }  // namespace
 
 struct GPTCuda::State {

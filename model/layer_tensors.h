@@ -1,6 +1,6 @@
 // What the CPU model (gpt.cpp) and the GPU model (gpt_cuda.cpp) share besides the parameter table: the
-// tensors of one layer by weight-file name, the randomized positions of a call, and the attention spec built
-// from the config. Internal to model/.
+// tensors of one layer by weight-file name, the randomized positions of a call, the attention spec built from
+// the config, and the check of a batch's ids. Internal to model/.
 #pragma once
 
 #include <cstdint>
@@ -85,6 +85,21 @@ inline kernels::AttentionSpec attention_spec(const ModelConfig& config, int B, i
   s.fire_L0 = config.fire.L0;
   if (positions) (s.pe == kernels::PeKind::rope ? s.rope_positions : s.distance_ladder) = positions;
   return s;
+}
+
+// Inputs index the embedding, targets the head's classes (negative: no loss at that position). Throws Error
+// naming the position and the config key the data does not fit.
+inline void check_token_ids(const int32_t* inputs, const int32_t* targets, int N, int V, int outputs) {
+  for (int n = 0; n < N; ++n) {
+    if (inputs[n] < 0 || inputs[n] >= V)
+      throw Error("token id " + std::to_string(inputs[n]) + " out of range [0, " + std::to_string(V) +
+                  ") at position " + std::to_string(n) +
+                  "; the data's vocabulary does not fit model.vocab_size");
+    if (targets && targets[n] >= outputs)
+      throw Error("target " + std::to_string(targets[n]) + " out of range [0, " + std::to_string(outputs) +
+                  ") at position " + std::to_string(n) +
+                  "; the data's classes do not fit model.output_size (or model.vocab_size)");
+  }
 }
 
 }  // namespace dape::model
