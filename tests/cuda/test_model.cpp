@@ -36,6 +36,7 @@
 #include "model/config.h"
 #include "model/gpt.h"
 #include "model/gpt_cuda.h"
+#include "model/model_test_support.h"
 #include "model/optimizer.h"
 
 namespace dape::cuda_test {
@@ -47,12 +48,6 @@ using model::ModelConfig;
 using model::PositionalEncoding;
 
 constexpr double kTolLoss = 1e-2, kTolGrad = 1e-1, kGradFloor = 1e-2, kTolCurve = 5e-2;
-
-const std::vector<PositionalEncoding> kEveryPe = {
-    PositionalEncoding::nope,      PositionalEncoding::rope,       PositionalEncoding::alibi,
-    PositionalEncoding::kerple,    PositionalEncoding::fire,       PositionalEncoding::t5,
-    PositionalEncoding::dape_nope, PositionalEncoding::dape_alibi, PositionalEncoding::dape_kerple,
-    PositionalEncoding::dape_fire};
 
 // A tiny GPT-2 style language model: causal, pre-LN, GELU, attention biases, no head bias.
 ModelConfig gpt_config(PositionalEncoding pe) {
@@ -69,16 +64,8 @@ ModelConfig gpt_config(PositionalEncoding pe) {
 ModelConfig che_config(PositionalEncoding pe) {
   ModelConfig c = gpt_config(pe);
   c.vocab_size = 10;
-  c.causal = false;
-  c.norm = model::NormPlacement::post;
-  c.mlp_activation = kernels::Activation::relu;
-  c.scale_embedding = true;
-  c.attention_bias = false;
-  c.head_bias = true;
-  c.output_size = 8;
   c.randomized_positions = 64;
-  c.init = model::InitScheme::che;
-  return c;
+  return dape::testing::che_backbone(c, 8);
 }
 
 struct Batch {
@@ -167,7 +154,7 @@ TEST_F(CudaModel, EveryPeMatchesTheCpuModel) {
     c.dape.activation = kernels::Activation::gelu;
     return c;
   };
-  for (PositionalEncoding pe : kEveryPe) {
+  for (PositionalEncoding pe : dape::testing::all_positional_encodings()) {
     for (const ModelConfig& c :
          {gpt_config(pe), che_config(pe), smooth(gpt_config(pe)), smooth(che_config(pe))}) {
       SCOPED_TRACE(describe(c));
