@@ -4,7 +4,6 @@
 //   train) eval    per-length accuracy of a trained run: RUN/che_eval.json and RUN/che_eval.png table   tasks
 //   x PEs, best over seeds, as Markdown
 #include <fmt/format.h>
-#include <unistd.h>
 #include <CLI/CLI.hpp>
 
 #include <algorithm>
@@ -78,23 +77,6 @@ struct EvalOptions {
   bool plot = true;
 };
 
-// A progress bar on stderr over the evaluated lengths, when both streams are terminals.
-class LengthProgress {
- public:
-  LengthProgress() : enabled_(isatty(STDOUT_FILENO) && isatty(STDERR_FILENO)) {}
-  ~LengthProgress() {
-    if (drawn_) clear_progress_bar();
-  }
-  void operator()(int done, int total) {
-    if (!enabled_) return;
-    draw_progress_bar(double(done) / total, fmt::format("{}/{} lengths", done, total));
-    drawn_ = true;
-  }
-
- private:
-  bool enabled_, drawn_ = false;
-};
-
 void run_eval(const EvalOptions& o) {
   const fs::path run(o.run_dir);
   if (!fs::is_regular_file(run / "config.yaml"))
@@ -118,9 +100,12 @@ void run_eval(const EvalOptions& o) {
                       lengths.back(), longest, config.model.randomized_positions));
   }
   LoadedModel loaded = load_model(o.run_dir);
-  LengthProgress progress;
-  const che::Evaluation e = che::evaluate(*loaded.gpt, config, lengths, samples, group, seed,
-                                          [&](int done, int total) { progress(done, total); });
+  ProgressLine progress;
+  const che::Evaluation e =
+      che::evaluate(*loaded.gpt, config, lengths, samples, group, seed, [&](int done, int total) {
+        progress.update(double(done) / total, fmt::format("{}/{} lengths", done, total), done == total);
+      });
+  progress.clear();
   const std::string json_path = (run / "che_eval.json").string();
   write_text_atomic(json_path, che::to_json(e));
   std::printf(

@@ -69,4 +69,25 @@ void clear_progress_bar() {
   std::fflush(stderr);
 }
 
+ProgressLine::ProgressLine() : enabled_(isatty(STDOUT_FILENO) && isatty(STDERR_FILENO)) {}
+
+ProgressLine::~ProgressLine() {
+  clear();
+}
+
+void ProgressLine::update(double fraction, const std::string& text, bool last) {
+  if (!enabled_) return;
+  const auto now = std::chrono::steady_clock::now();
+  if (!last && now - last_draw_ < std::chrono::milliseconds(100)) return;
+  last_draw_ = now;
+  draw_progress_bar(fraction, text);
+  drawn_ = true;
+}
+
+void ProgressLine::clear() {
+  if (!drawn_) return;
+  clear_progress_bar();
+  drawn_ = false;
+}
+
 }  // namespace dape::launcher

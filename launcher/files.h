@@ -1,6 +1,7 @@
 // What the launcher writes: output files (so that a crash never leaves a half-written one) and progress bars.
 #pragma once
 
+#include <chrono>
 #include <string>
 
 namespace dape::launcher {
@@ -23,5 +24,24 @@ std::string format_duration(double seconds);
 void draw_progress_bar(double fraction, const std::string& text);
 // Erases the bar's line so that a log line can take its place.
 void clear_progress_bar();
+
+// The progress bar of a command that also logs lines to stdout (dape train, dape che eval): drawn only when
+// stdout and stderr are both terminals, redrawn at most every 100 ms (always for the last update); clear()
+// makes room for a log line and the next update draws it again; the destructor erases it.
+class ProgressLine {
+ public:
+  ProgressLine();
+  ~ProgressLine();
+  ProgressLine(const ProgressLine&) = delete;
+  ProgressLine& operator=(const ProgressLine&) = delete;
+
+  bool enabled() const { return enabled_; }
+  void update(double fraction, const std::string& text, bool last = false);
+  void clear();
+
+ private:
+  bool enabled_, drawn_ = false;
+  std::chrono::steady_clock::time_point last_draw_{};
+};
 
 }  // namespace dape::launcher

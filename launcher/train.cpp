@@ -2,7 +2,6 @@
 
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
@@ -55,38 +54,6 @@ class MetricsWriter {
  private:
   std::string path_;
   std::FILE* file_;
-};
-
-// A one-line progress bar on stderr, redrawn in place; only when stdout and stderr are terminals.
-class ProgressBar {
- public:
-  explicit ProgressBar(int total) : total_(total), enabled_(isatty(STDOUT_FILENO) && isatty(STDERR_FILENO)) {}
-  ~ProgressBar() { clear(); }
-  ProgressBar(const ProgressBar&) = delete;
-  ProgressBar& operator=(const ProgressBar&) = delete;
-
-  void update(int step, double loss, double eta_s) {
-    if (!enabled_) return;
-    auto now = Clock::now();
-    if (step < total_ && now - last_draw_ < std::chrono::milliseconds(100)) return;
-    last_draw_ = now;
-    char text[96];
-    std::snprintf(text, sizeof text, "%d/%d  loss %.4f  ETA ", step, total_, loss);
-    draw_progress_bar(double(step) / total_, text + format_duration(eta_s));
-    drawn_ = true;
-  }
-  // Erases the bar so that a log line can take its place; the next update redraws it.
-  void clear() {
-    if (!drawn_) return;
-    clear_progress_bar();
-    drawn_ = false;
-  }
-
- private:
-  int total_;
-  bool enabled_;
-  bool drawn_ = false;
-  Clock::time_point last_draw_{};
 };
 
 std::shared_ptr<spdlog::logger> make_logger() {
@@ -175,7 +142,7 @@ StepStats train_step(int step, Trainer& trainer, const model::LrSchedule& schedu
 class StepLogger {
  public:
   StepLogger(const fs::path& metrics_path, const TrainConfig& t)
-      : t_(t), log_(make_logger()), metrics_(metrics_path), progress_(t.steps) {}
+      : t_(t), log_(make_logger()), metrics_(metrics_path) {}
 
   void info(const std::string& line) {
     progress_.clear();
@@ -223,7 +190,11 @@ class StepLogger {
           step, std::to_string(t_.steps).size(), t_.steps, s.loss, s.lr, s.grad_norm,
           format_rate(tokens_per_s), format_duration(elapsed), format_duration(eta)));
     }
-    progress_.update(step, s.loss, eta);
+    if (progress_.enabled()) {
+      char text[96];
+      std::snprintf(text, sizeof text, "%d/%d  loss %.4f  ETA ", step, t_.steps, s.loss);
+      progress_.update(double(step) / t_.steps, text + format_duration(eta), step == t_.steps);
+    }
   }
 
   // The final evaluation's record (with "step" added) and its log line.
@@ -238,7 +209,7 @@ class StepLogger {
   const TrainConfig& t_;
   std::shared_ptr<spdlog::logger> log_;
   MetricsWriter metrics_;
-  ProgressBar progress_;
+  ProgressLine progress_;
   Clock::time_point start_ = Clock::now(), last_log_ = start_;
   long long tokens_ = 0, tokens_at_log_ = 0;
   int start_step_ = 0;
