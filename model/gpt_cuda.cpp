@@ -39,18 +39,31 @@ size_t round_up(size_t n, size_t multiple) {
 }
 
 // Activations of one layer, views into the arena; the block diagram is gpt.cpp's. bf16 except the
-// layernorm statistics and the attention's saved tensors (fp32).
+// layernorm statistics and the attention's saved scores, probabilities and bias (fp32).
 struct LayerActivations {
   bf16* ln1;                   // (B,T,C)
   float *ln1_mean, *ln1_rstd;  // (B,T)
   bf16* qkv;                   // (B,T,3C)
-  kc::AttentionSaved attn;     // q, k, v (B,NH,T,HS); scores, probs (B,NH,T,T); bias (NH,T,T)
+  kc::AttentionSaved attn;     // q, k, v (B,NH,T,HS) bf16; scores, probs (B,NH,T,T); bias (NH,T,T)
   bf16* atty;                  // (B,T,C) attention output before the projection
   bf16* residual2;             // (B,T,C) after the attention residual
   bf16* ln2;                   // (B,T,C)
   float *ln2_mean, *ln2_rstd;  // (B,T)
   bf16 *fch, *fch_act;         // (B,T,4C) before and after the MLP activation
   bf16* residual3;             // (B,T,C) after the MLP residual
+};
+
+// The evaluation forward's buffers (GPTCuda::evaluate), views into their own arena: one layer's activations
+// at a time, reused by every layer, and the head in blocks of rows, so memory grows linearly with T.
+struct EvalViews {
+  int32_t *inputs, *targets;   // (B,T)
+  bf16 *residual, *ln, *atty;  // (B,T,C); ln also holds the projections before they are added
+  bf16* qkv_fch;               // (B,T,4C): the qkv (B,T,3C), then the MLP's hidden layer
+  float *mean, *rstd;          // (B,T)
+  void* attention;             // kc::attention_inference_workspace_bytes(spec, query_block)
+  bf16* logits;                // (head_rows, outputs)
+  float* losses;               // (head_rows)
+  int query_block, head_rows;
 };
 
 // What the GPU cannot run yet, refused before any device work, naming the config key.
@@ -105,15 +118,18 @@ struct GPTCuda::State {
   std::vector<std::vector<int32_t>> positions;
 
   // Views into the arena, set by layout().
-  int32_t *inputs_dev, *targets_dev;  // (B,T)
-  int32_t* encoder_scratch;           // (2 B T) for encoder_backward
-  int32_t* positions_dev;             // (L,T) the drawn positions of every layer
+  int32_t *inputs_dev, *targets_dev;        // (B,T)
+  int32_t* encoder_scratch;                 // (2 B T) for encoder_backward
+  kc::DeviceBuffer<int32_t> positions_dev;  // (L,T) the drawn positions of every layer, grown on demand
   bf16 *encoded, *lnf;
   float *lnf_mean, *lnf_rstd;
   bf16* logits;   // (B,T,outputs)
   float* losses;  // (B,T)
   std::vector<LayerActivations> layers;
-  // Backward scratch.
+  kc::DeviceBuffer<uint8_t> eval_arena;
+  EvalViews eval{};
+
+  // Backward scratch, and the attention's scratch of both directions.
   bf16 *dresidual, *dbranch, *dln, *dqkv, *datty, *dfch, *dfch_act;
   kc::AttentionScratch attn_scratch;
 
@@ -160,13 +176,14 @@ struct GPTCuda::State {
     std::vector<int32_t> rows;
     rows.reserve(size_t(config.n_layers) * T_);
     for (const auto& p : positions) rows.insert(rows.end(), p.begin(), p.end());
-    kc::copy_to_device(positions_dev, rows.data(), rows.size() * sizeof(int32_t));
+    if (positions_dev.size() < rows.size()) positions_dev = kc::DeviceBuffer<int32_t>(rows.size());
+    kc::copy_to_device(positions_dev.data(), rows.data(), rows.size() * sizeof(int32_t));
   }
 
   // As gpt.cpp's attention_spec; the randomized positions are the device copies (layer < 0: none).
   k::AttentionSpec attention_spec(int B_, int T_, int layer) const {
     const bool drawn = layer >= 0 && !positions.empty() && !positions[layer].empty();
-    return model::attention_spec(config, B_, T_, drawn ? positions_dev + size_t(layer) * T_ : nullptr);
+    return model::attention_spec(config, B_, T_, drawn ? positions_dev.data() + size_t(layer) * T_ : nullptr);
   }
 
   // The token embedding, times sqrt(C) with model.scale_embedding.
@@ -189,6 +206,7 @@ struct GPTCuda::State {
     const size_t BT = size_t(B_) * T_, C = config.d_model, V = config.outputs(), NH = config.n_heads;
     const size_t BNTT = size_t(B_) * NH * T_ * T_, NTT = NH * size_t(T_) * T_;
     const bool bias = config.base_pe() != k::PeKind::none && config.base_pe() != k::PeKind::rope;
+    const bool fp32_qk = kc::attention_scores_from_fp32(attention_spec(B_, T_, -1));
     size_t used = 0;
     auto take = [&](size_t bytes) -> void* {
       void* p = place ? arena.data() + used : nullptr;
@@ -199,13 +217,13 @@ struct GPTCuda::State {
     auto f = [&](size_t n) { return static_cast<float*>(take(n * sizeof(float))); };
     auto i32 = [&](size_t n) { return static_cast<int32_t*>(take(n * sizeof(int32_t))); };
     inputs_dev = i32(BT), targets_dev = i32(BT), encoder_scratch = i32(2 * BT);
-    positions_dev = i32(size_t(config.n_layers) * T_);
     encoded = h(BT * C);
     layers.resize(config.n_layers);
     for (auto& a : layers) {
       a.ln1 = h(BT * C), a.ln1_mean = f(BT), a.ln1_rstd = f(BT);
       a.qkv = h(BT * 3 * C);
-      a.attn.q = f(BT * C), a.attn.k = f(BT * C), a.attn.v = f(BT * C);
+      a.attn.q = h(BT * C), a.attn.k = h(BT * C), a.attn.v = h(BT * C);
+      if (fp32_qk) a.attn.q_f32 = f(BT * C), a.attn.k_f32 = f(BT * C);
       a.attn.scores = f(BNTT), a.attn.probs = f(BNTT);
       a.attn.bias = bias ? f(NTT) : nullptr;
       a.atty = h(BT * C);
@@ -220,11 +238,40 @@ struct GPTCuda::State {
     dresidual = h(BT * C), dbranch = h(BT * C), dln = h(BT * C), dqkv = h(BT * 3 * C);
     datty = h(BT * C);
     dfch = h(BT * 4 * C), dfch_act = h(BT * 4 * C);
+    attn_scratch.heads = h(BT * C);
+    attn_scratch.probs_bf16 = h(BNTT), attn_scratch.dscores_bf16 = h(BNTT);
     attn_scratch.dq = f(BT * C), attn_scratch.dk = f(BT * C), attn_scratch.dv = f(BT * C);
     attn_scratch.dscores = f(BNTT);
     attn_scratch.dbias = bias ? f(NTT) : nullptr;
     const size_t partials = kc::attention_partials_floats(attention_spec(B_, T_, -1));
     attn_scratch.partials = partials ? f(partials) : nullptr;
+    return used;
+  }
+
+  // Lays out the evaluation arena for (B, T), as layout() does; query blocks and head rows of about 2^26
+  // values each (256 MiB of fp32 scores, 128 MiB of bf16 logits).
+  size_t eval_layout(int B_, int T_, bool place) {
+    const size_t BT = size_t(B_) * T_, C = config.d_model, V = config.outputs();
+    constexpr size_t kBlockValues = size_t(1) << 26;
+    EvalViews& e = eval;
+    e.query_block = int(std::clamp<size_t>(kBlockValues / (size_t(B_) * config.n_heads * T_), 1, T_));
+    if (e.query_block >= 64) e.query_block -= e.query_block % 64;
+    e.head_rows = int(std::clamp<size_t>(kBlockValues / V, 1, BT));
+    size_t used = 0;
+    auto take = [&](size_t bytes) -> void* {
+      void* p = place ? eval_arena.data() + used : nullptr;
+      used += round_up(bytes, kAlignBytes);
+      return p;
+    };
+    auto h = [&](size_t n) { return static_cast<bf16*>(take(n * sizeof(bf16))); };
+    auto f = [&](size_t n) { return static_cast<float*>(take(n * sizeof(float))); };
+    e.inputs = static_cast<int32_t*>(take(BT * sizeof(int32_t)));
+    e.targets = static_cast<int32_t*>(take(BT * sizeof(int32_t)));
+    e.residual = h(BT * C), e.ln = h(BT * C), e.atty = h(BT * C), e.qkv_fch = h(BT * 4 * C);
+    e.mean = f(BT), e.rstd = f(BT);
+    e.attention = take(kc::attention_inference_workspace_bytes(attention_spec(B_, T_, -1), e.query_block));
+    e.logits = h(size_t(e.head_rows) * V);
+    e.losses = f(e.head_rows);
     return used;
   }
 };
@@ -352,7 +399,7 @@ float GPTCuda::forward(const int32_t* inputs, const int32_t* targets, int B, int
       attn_in = a.ln1;
     }
     kc::matmul_forward(a.qkv, attn_in, wh.qkv_weight, wh.qkv_bias, N, C, 3 * C, blas, kStream);
-    kc::attention_forward(a.atty, a.attn, a.qkv, w.pe, w.dape, spec, kStream);
+    kc::attention_forward(a.atty, a.attn, s.attn_scratch, a.qkv, w.pe, w.dape, spec, blas, kStream);
     kc::matmul_forward(a.residual2, a.atty, wh.proj_weight, wh.proj_bias, N, C, C, blas, kStream);
     kc::residual_forward(a.residual2, a.residual2, x, NC, kStream);
     // The MLP reads LN2(residual2) (pre) or LN1(residual2) (post), and its skip is the same for post.
@@ -394,6 +441,101 @@ float GPTCuda::forward(const int32_t* inputs, const int32_t* targets, int B, int
     s.target_count += targets[n] >= 0;
   }
   return s.target_count ? float(sum / double(s.target_count)) : 0.0f;
+}
+
+float GPTCuda::evaluate(const int32_t* inputs, const int32_t* targets, int B, int T, float* position_losses,
+                        int32_t* predictions) {
+  auto& s = *state_;
+  if (B <= 0 || T <= 0) throw Error("GPTCuda::evaluate: batch and length must be positive");
+  const int C = s.config.d_model, O = s.config.outputs(), L = s.config.n_layers;
+  const int N = B * T;
+  const size_t NC = size_t(N) * C;
+  check_token_ids(inputs, targets, N, s.config.vocab_size, O);
+  const size_t bytes = s.eval_layout(B, T, false);
+  if (bytes > s.eval_arena.size()) {
+    s.eval_arena = kc::DeviceBuffer<uint8_t>();  // free the old arena first
+    s.eval_arena = kc::DeviceBuffer<uint8_t>(bytes);
+  }
+  s.eval_layout(B, T, true);
+  EvalViews e = s.eval;  // residual and ln trade places at each post-norm layernorm
+  kc::copy_to_device(e.inputs, inputs, size_t(N) * sizeof(int32_t));
+  if (targets) kc::copy_to_device(e.targets, targets, size_t(N) * sizeof(int32_t));
+  s.draw_positions(T);
+  const bool post = s.post_norm();
+  const kc::Blas& blas = *s.blas;
+  const float* P = s.params.data();
+  const bf16* W = s.params_bf16.data();
+  // residual = LN(residual), through ln (a pointer swap, no copy).
+  auto layernorm_in_place = [&](const float* weight, const float* bias) {
+    kc::layernorm_forward(e.ln, e.mean, e.rstd, e.residual, weight, bias, N, C, kStream);
+    std::swap(e.residual, e.ln);
+  };
+
+  s.embed(e.residual, e.inputs, N);
+  for (int l = 0; l < L; ++l) {
+    const LayerTensors<const float*> w = s.layer_tensors(P, l);
+    const LayerTensors<const bf16*> wh = s.layer_tensors(W, l);
+    const bf16* attn_in = e.residual;
+    if (!post) {
+      kc::layernorm_forward(e.ln, e.mean, e.rstd, e.residual, w.ln1_weight, w.ln1_bias, N, C, kStream);
+      attn_in = e.ln;
+    }
+    kc::matmul_forward(e.qkv_fch, attn_in, wh.qkv_weight, wh.qkv_bias, N, C, 3 * C, blas, kStream);
+    kc::attention_forward_inference(e.atty, e.attention, e.qkv_fch, w.pe, w.dape, s.attention_spec(B, T, l),
+                                    e.query_block, blas, kStream);
+    kc::matmul_forward(e.ln, e.atty, wh.proj_weight, wh.proj_bias, N, C, C, blas, kStream);
+    kc::residual_forward(e.residual, e.residual, e.ln, NC, kStream);
+    const bf16* mlp_in = e.residual;
+    if (post) {
+      layernorm_in_place(w.ln1_weight, w.ln1_bias);
+      mlp_in = e.residual;
+    } else {
+      kc::layernorm_forward(e.ln, e.mean, e.rstd, e.residual, w.ln2_weight, w.ln2_bias, N, C, kStream);
+      mlp_in = e.ln;
+    }
+    kc::matmul_forward(e.qkv_fch, mlp_in, wh.fc_weight, wh.fc_bias, N, C, 4 * C, blas, kStream);
+    kc::activation_forward(e.qkv_fch, e.qkv_fch, NC * 4, s.config.mlp_activation, kStream);
+    kc::matmul_forward(e.ln, e.qkv_fch, wh.fcproj_weight, wh.fcproj_bias, N, 4 * C, C, blas, kStream);
+    kc::residual_forward(e.residual, e.residual, e.ln, NC, kStream);
+    if (post) layernorm_in_place(w.ln2_weight, w.ln2_bias);
+  }
+  const bf16* head_in = e.residual;
+  if (!post) {
+    kc::layernorm_forward(e.ln, e.mean, e.rstd, e.residual, s.find(P, "ln_f.weight"), s.find(P, "ln_f.bias"),
+                          N, C, kStream);
+    head_in = e.ln;
+  }
+  double sum = 0;
+  size_t counted = 0;
+  std::vector<bf16> logits_host;
+  for (int r0 = 0; r0 < N; r0 += e.head_rows) {
+    const int rows = std::min(e.head_rows, N - r0);
+    kc::matmul_forward(e.logits, head_in + size_t(r0) * C, s.find(W, "head.weight"), s.find(W, "head.bias"),
+                       rows, C, O, blas, kStream);
+    if (predictions) {
+      logits_host.resize(size_t(rows) * O);
+      kc::copy_to_host(logits_host.data(), e.logits, logits_host.size() * sizeof(bf16));
+      for (int r = 0; r < rows; ++r) {
+        const bf16* row = logits_host.data() + size_t(r) * O;
+        int best = 0;
+        for (int o = 1; o < O; ++o)
+          if (kc::bf16_to_float(row[o]) > kc::bf16_to_float(row[best])) best = o;
+        predictions[r0 + r] = best;
+      }
+    }
+    if (!targets) continue;
+    kc::crossentropy_forward(e.losses, e.logits, e.targets + r0, rows, O, kStream);
+    kc::copy_to_host(position_losses + r0, e.losses, size_t(rows) * sizeof(float));
+    for (int r = 0; r < rows; ++r) {
+      sum += position_losses[r0 + r];
+      counted += targets[r0 + r] >= 0;
+    }
+  }
+  return counted ? float(sum / double(counted)) : 0.0f;
+}
+
+size_t GPTCuda::eval_arena_bytes() const {
+  return state_->eval_arena.size();
 }
 
 std::vector<float> GPTCuda::position_losses() const {
@@ -468,7 +610,7 @@ void GPTCuda::backward(float loss_scale) {
     // dresidual = dL/d residual2; the attention branch.
     kc::matmul_backward(s.datty, g.proj_weight, g.proj_bias, s.dresidual, a.atty, wh.proj_weight, N, C, C,
                         blas, kStream);
-    kc::attention_backward(s.dqkv, g.pe, g.dape, s.attn_scratch, s.datty, a.attn, w.pe, w.dape, spec,
+    kc::attention_backward(s.dqkv, g.pe, g.dape, s.attn_scratch, s.datty, a.attn, w.pe, w.dape, spec, blas,
                            kStream);
     kc::matmul_backward(s.dln, g.qkv_weight, g.qkv_bias, s.dqkv, post ? x : a.ln1, wh.qkv_weight, N, C, 3 * C,
                         blas, kStream);

@@ -6,7 +6,7 @@
 //   GPTCuda gpt(config);                 // checks the config, allocates params, grads, moments on the device
 //   gpt.upload_parameters(cpu_gpt);      // or init_parameters(seed): the same values as GPT<float>
 //   gpt.allocate(B, T);
-//   float loss = gpt.forward(inputs, targets, B, T);
+//   float loss = gpt.forward(inputs, targets, B, T);   // or gpt.evaluate(...) at any length
 //   gpt.zero_grad(); gpt.backward(1.0f);
 //   double norm = gpt.clip_grad_norm(max_norm);  gpt.adamw_step(lr);
 //
@@ -78,6 +78,16 @@ class GPTCuda {
   // loss). Returns the mean cross-entropy over the positions with a target.
   float forward(const int32_t* inputs, const int32_t* targets, int B, int T);
   std::vector<float> position_losses() const;  // (B*T) of the last forward with targets, 0 where ignored
+
+  // Evaluation without a backward, as GPT<float>::evaluate: the per-position losses of forward() (to bf16
+  // rounding), with the attention in blocks of queries and the head in blocks of rows, so memory grows
+  // linearly with T (no (B,NH,T,T) tensors; its own buffers, kept for the next call, not the training
+  // arena). position_losses (B*T) written, 0 where ignored; returns their mean over the positions with a
+  // target. predictions (B*T), if not nullptr, receives the argmax class of every position (the first on
+  // ties); targets may be nullptr when only predictions are wanted (returns 0).
+  float evaluate(const int32_t* inputs, const int32_t* targets, int B, int T, float* position_losses,
+                 int32_t* predictions = nullptr);
+  size_t eval_arena_bytes() const;
 
   void zero_grad();
   // grads += d(loss_scale * mean loss)/d params for the last forward (which must have had targets).

@@ -1,17 +1,20 @@
-// CUDA attention core, materialised (kernels/cuda/attention.h): one straightforward kernel per step of
-// DAPE-SPEC §1.2 (forward) and §4.6 (backward). Query rows are the unit of work wherever heads mix (DAPE),
-// so that a pair (i, j) sees all heads at once, and every parameter-gradient sum is taken per query row in
-// a fixed order, then over rows in increasing i (no atomics).
+// CUDA attention core, materialised (kernels/cuda/attention.h). Per direction: a split of the heads, batched
+// cuBLAS matmuls for the products with q, k and v, and one kernel for everything per pair (i, j) that mixes
+// heads: the positional bias, the DAPE MLP, the mask and the softmax (DAPE-SPEC §1.2), and in the backward
+// the softmax and DAPE MLP gradients (§4.6). The pair kernels are templated on a bound kH >= NH so that a
+// pair's NH values live in registers (loops over kH are unrolled; heads h >= NH are skipped).
 //
-// The forward kernels take a block of query rows [row0, row0 + rows): the training forward runs one block
-// of all T rows, the inference forward several, through the same code, so both give bitwise the same out.
+// The forward takes a block of query rows [row0, row0 + rows): the training forward runs one block of all T
+// rows, the inference forward several, through the same code.
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
 #include <algorithm>
 #include <climits>
 #include <cmath>
+#include <cstdint>
 #include <string>
+#include <type_traits>
 
 #include "kernels/cuda/attention.h"
 #include "kernels/cuda/common.cuh"
@@ -20,14 +23,18 @@ namespace dape::kernels::cuda {
 namespace {
 
 constexpr int kThreads = 256;
-constexpr int kRowThreads = 128;  // threads of the row kernels (softmax forward and backward)
-constexpr int kPairChunk = 64;    // keys per chunk in the DAPE backward; also its block size
+constexpr int kRowThreads = 128;  // threads of the forward row kernel
 constexpr int kBiasThreads = 128;
+// The DAPE backward: a tile is kTilePairs consecutive pairs of the fixed pair order (b, i, j), one per
+// thread; a fixed grid of at most kDapeGrid blocks takes the tiles round-robin. Both are constants so the
+// order of every sum depends on the shapes alone, not on the GPU.
+constexpr int kTilePairs = 128;
+constexpr int kDapeGrid = 1024;
 
 bool has_bias(PeKind k) {
   return k == PeKind::alibi || k == PeKind::kerple || k == PeKind::fire || k == PeKind::t5;
 }
-bool dape_concat(DapeMode m) {
+__host__ __device__ inline bool dape_concat(DapeMode m) {
   return m == DapeMode::concat_residual || m == DapeMode::concat;
 }
 // Whether beta enters the logits directly (beside the DAPE MLP output).
@@ -37,10 +44,27 @@ bool bias_in_residual(DapeMode m) {
 int dape_inputs(const AttentionSpec& s) {
   return dape_concat(s.dape) ? 2 * s.NH : s.NH;
 }
-// [dW1 (D,Zin), dc1 (D), dW2 (NH,D), dc2 (NH)]: the row layout of the DAPE parameter gradients.
-int dape_grad_width(const AttentionSpec& s) {
-  const int D = s.dape_width, Zin = dape_inputs(s);
-  return D * Zin + D + s.NH * D + s.NH;
+int round_up4(int n) {
+  return (n + 3) / 4 * 4;
+}
+// The DAPE MLP gradients as two matrices of per-pair outer products, padded to multiples of 4 for the 4x4
+// register tiles of the backward: dW1 and dc1 are [gamma_u (D)] x [z (Zin), 1], dW2 and dc2 are
+// [g (NH)] x [a (D), 1]. Rows and columns beyond the real ones are zero.
+struct DapePadded {
+  int Dp, Zp, Hp, Ap;  // round_up4 of D, Zin + 1, NH, D + 1
+  __host__ __device__ int width() const { return Dp * Zp + Hp * Ap; }
+};
+DapePadded dape_padded(const AttentionSpec& s) {
+  return {round_up4(s.dape_width), round_up4(dape_inputs(s) + 1), round_up4(s.NH),
+          round_up4(s.dape_width + 1)};
+}
+// Pairs (b, i, j) the attention reads: j <= i when causal.
+long long attention_pairs(const AttentionSpec& s) {
+  const long long T = s.T;
+  return s.B * (s.causal ? T * (T + 1) / 2 : T * T);
+}
+int dape_grid(const AttentionSpec& s) {
+  return int(std::min<long long>(kDapeGrid, (attention_pairs(s) + kTilePairs - 1) / kTilePairs));
 }
 // FIRE per side: [dW1 (DF), db1 (DF), dW2 (NH,DF), db2 (NH)]; the row is [left, right, dc, dlambda].
 int fire_side_width(const AttentionSpec& s) {
@@ -159,56 +183,113 @@ __device__ float bias_value(const BiasParams& s, int h, int i, int j) {
   }
 }
 
-// The DAPE MLP weights in shared memory: W1 (D,Zin), c1 (D), W2 (NH,D), c2 (NH), in this order.
 struct DapeDims {
   DapeMode mode;
   Activation act;
   int D, Zin;
 };
-__device__ inline void load_dape_weights(float* smem, const DapeTensors<const float*>& w, int D, int Zin,
-                                         int NH) {
-  const int n1 = D * Zin, n2 = NH * D;
-  for (int e = threadIdx.x; e < n1; e += blockDim.x) smem[e] = w.fc1_weight[e];
-  for (int e = threadIdx.x; e < D; e += blockDim.x) smem[n1 + e] = w.fc1_bias[e];
-  for (int e = threadIdx.x; e < n2; e += blockDim.x) smem[n1 + D + e] = w.fc2_weight[e];
-  for (int e = threadIdx.x; e < NH; e += blockDim.x) smem[n1 + D + n2 + e] = w.fc2_bias[e];
+
+// The DAPE MLP weights in shared memory, padded for float4 reads over heads (kH is a multiple of 4), zeros
+// in the padding, in this order:
+//   W1 (D, 2 kH): row d is [W1[d][h] for the scores' inputs h < NH, 0 ... | W1[d][NH + h] for the biases'
+//     inputs (concat modes), 0 ...];   c1 (round4(D));   W2t (D, kH): W2 transposed;   c2 (kH).
+template <int kH>
+struct DapeShared {
+  const float *W1, *c1, *W2t, *c2;
+  __host__ __device__ static size_t floats(int D) { return size_t(D) * 3 * kH + (D + 3) / 4 * 4 + kH; }
+};
+template <int kH>
+__device__ inline DapeShared<kH> load_dape_weights(float* smem, const DapeTensors<const float*>& w, int D,
+                                                   int Zin, int NH) {
+  float* W1 = smem;
+  float* c1 = W1 + size_t(D) * 2 * kH;
+  float* W2t = c1 + (D + 3) / 4 * 4;
+  float* c2 = W2t + size_t(D) * kH;
+  for (int e = threadIdx.x; e < D * 2 * kH; e += blockDim.x) {
+    const int d = e / (2 * kH), col = e % (2 * kH), h = col % kH;
+    const int m = col < kH ? h : NH + h;  // the input column of W1
+    W1[e] = h < NH && m < Zin ? w.fc1_weight[d * Zin + m] : 0.0f;
+  }
+  for (int e = threadIdx.x; e < (D + 3) / 4 * 4; e += blockDim.x) c1[e] = e < D ? w.fc1_bias[e] : 0.0f;
+  for (int e = threadIdx.x; e < D * kH; e += blockDim.x) {
+    const int d = e / kH, h = e % kH;
+    W2t[e] = h < NH ? w.fc2_weight[h * D + d] : 0.0f;
+  }
+  for (int e = threadIdx.x; e < kH; e += blockDim.x) c2[e] = e < NH ? w.fc2_bias[e] : 0.0f;
+  return {W1, c1, W2t, c2};
 }
 
-// z (Zin) of one pair from its NH scores s and biases beta (DAPE-SPEC §4.1, §4.3).
-__device__ inline void dape_inputs_of(float* z, const float* s, const float* beta, int NH, DapeMode mode) {
-  for (int h = 0; h < NH; ++h) {
-    switch (mode) {
-      case DapeMode::concat_residual:
-      case DapeMode::concat:
-        z[h] = s[h];
-        z[NH + h] = beta[h];
-        break;
-      case DapeMode::add_residual:
-        z[h] = s[h] + beta[h];
-        break;
-      default:  // scores_only
-        z[h] = s[h];
-        break;
+// u = c1[d] + W1[d] . (zs, beta) for hidden unit d, in input order (the scores' inputs, then the biases'
+// when concat): the CPU's order of summation. zs and beta are zero beyond NH.
+template <int kH>
+__device__ inline float dape_hidden(const DapeShared<kH>& w, int d, const float* zs, const float* beta,
+                                    bool concat) {
+  const float4* row = reinterpret_cast<const float4*>(w.W1 + size_t(d) * 2 * kH);
+  float u = w.c1[d];
+#pragma unroll
+  for (int q = 0; q < kH / 4; ++q) {
+    const float4 x = row[q];
+    u += x.x * zs[4 * q];
+    u += x.y * zs[4 * q + 1];
+    u += x.z * zs[4 * q + 2];
+    u += x.w * zs[4 * q + 3];
+  }
+  if (concat) {
+#pragma unroll
+    for (int q = 0; q < kH / 4; ++q) {
+      const float4 x = row[kH / 4 + q];
+      u += x.x * beta[4 * q];
+      u += x.y * beta[4 * q + 1];
+      u += x.z * beta[4 * q + 2];
+      u += x.w * beta[4 * q + 3];
     }
   }
+  return u;
+}
+
+// acc[h] += v[h] * a for every h < kH, v a padded row of kH in shared memory (float4 reads).
+template <int kH>
+__device__ inline void add_scaled_row(float* acc, const float* v, float a) {
+  const float4* row = reinterpret_cast<const float4*>(v);
+#pragma unroll
+  for (int q = 0; q < kH / 4; ++q) {
+    const float4 x = row[q];
+    acc[4 * q] += x.x * a;
+    acc[4 * q + 1] += x.y * a;
+    acc[4 * q + 2] += x.z * a;
+    acc[4 * q + 3] += x.w * a;
+  }
+}
+
+// Calls f(std::integral_constant<int, kH>) with the smallest supported bound kH >= NH (NH <= kMaxDapeHeads).
+template <typename F>
+void with_head_bound(int NH, F&& f) {
+  if (NH <= 4) return f(std::integral_constant<int, 4>{});
+  if (NH <= 8) return f(std::integral_constant<int, 8>{});
+  if (NH <= 12) return f(std::integral_constant<int, 12>{});
+  if (NH <= 16) return f(std::integral_constant<int, 16>{});
+  if (NH <= 24) return f(std::integral_constant<int, 24>{});
+  return f(std::integral_constant<int, kMaxDapeHeads>{});
 }
 
 // ---- Forward kernels ------------------------------------------------------------------------------------
 
-// q, k, v (B,NH,T,HS) fp32 from qkv (B,T,3C) bf16; q and k rotated by RoPE (half-split, base 10000) at
-// positions[t] (or t) when rope is set. One thread per element of q (and the same element of k and v).
-__global__ void split_heads_rope_kernel(float* q, float* k, float* v, const __nv_bfloat16* qkv,
-                                        const int32_t* positions, int B, int T, int NH, int HS, bool rope) {
+// q, k, v (B,NH,T,HS) bf16 from qkv (B,T,3C) bf16; q and k rotated by RoPE (half-split, base 10000) in fp32
+// at positions[t] (or t) when rope is set, then rounded; q_f32 and k_f32 (or nullptr) get the fp32 rotated
+// values. One thread per element of q (and of k and v).
+__global__ void split_heads_rope_kernel(__nv_bfloat16* q, __nv_bfloat16* k, __nv_bfloat16* v, float* q_f32,
+                                        float* k_f32, const __nv_bfloat16* qkv, const int32_t* positions,
+                                        int B, int T, int NH, int HS, bool rope) {
   const size_t e = size_t(blockIdx.x) * blockDim.x + threadIdx.x;
   const int C = NH * HS;
   if (e >= size_t(B) * T * C) return;
   const int c = int(e % HS), t = int(e / HS % T), h = int(e / (size_t(HS) * T) % NH),
             b = int(e / (size_t(HS) * T * NH));
   const __nv_bfloat16* src = qkv + (size_t(b) * T + t) * 3 * C + h * HS;
-  v[e] = __bfloat162float(src[2 * C + c]);
+  v[e] = src[2 * C + c];
   if (!rope) {
-    q[e] = __bfloat162float(src[c]);
-    k[e] = __bfloat162float(src[C + c]);
+    q[e] = src[c];
+    k[e] = src[C + c];
     return;
   }
   const int half = HS / 2, m = c % half;
@@ -217,8 +298,26 @@ __global__ void split_heads_rope_kernel(float* q, float* k, float* v, const __nv
   for (int which = 0; which < 2; ++which) {
     const __nv_bfloat16* x = src + which * C;
     const float a = __bfloat162float(x[m]), bb = __bfloat162float(x[m + half]);
-    (which ? k : q)[e] = c < half ? a * cs - bb * sn : bb * cs + a * sn;
+    const float rotated = c < half ? a * cs - bb * sn : bb * cs + a * sn;
+    (which ? k : q)[e] = __float2bfloat16_rn(rotated);
+    float* full = which ? k_f32 : q_f32;
+    if (full) full[e] = rotated;
   }
+}
+
+// Between the per-head layout and the token rows: heads (B,NH,rows,HS) <-> rows (B,T,C) at t = row0 + r.
+// to_rows: dst is the rows buffer and src the heads; otherwise the other way. One thread per head element.
+__global__ void permute_heads_kernel(__nv_bfloat16* dst, const __nv_bfloat16* src, int B, int NH, int T,
+                                     int HS, int row0, int rows, bool to_rows) {
+  const size_t e = size_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (e >= size_t(B) * NH * rows * HS) return;
+  const int c = int(e % HS), r = int(e / HS % rows), h = int(e / (size_t(HS) * rows) % NH),
+            b = int(e / (size_t(HS) * rows * NH));
+  const size_t row_element = (size_t(b) * T + row0 + r) * NH * HS + h * HS + c;
+  if (to_rows)
+    dst[row_element] = src[e];
+  else
+    dst[e] = src[row_element];
 }
 
 // bias (NH,rows,T) fp32 = beta_h(i, j) for the query rows i = row0 .. row0+rows-1; 0 for keys a causal row
@@ -231,80 +330,60 @@ __global__ void bias_rows_kernel(float* bias, BiasParams s, int row0, int rows) 
   bias[e] = j < key_end(i, s.T, s.causal) ? bias_value(s, h, i, j) : 0.0f;
 }
 
-// scores (B,NH,rows,T) fp32 = q_i . k_j / sqrt(HS) for the rows i = row0 + r; 0 for masked keys.
-// q, k (B,NH,T,HS). One thread per element.
-__global__ void scores_rows_kernel(float* scores, const float* q, const float* k, int B, int NH, int T,
-                                   int HS, bool causal, int row0, int rows) {
-  const size_t e = size_t(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (e >= size_t(B) * NH * rows * T) return;
-  const int j = int(e % T), r = int(e / T % rows);
-  const size_t bh = e / (size_t(T) * rows);
-  const int i = row0 + r;
-  if (j >= key_end(i, T, causal)) {
-    scores[e] = 0.0f;
-    return;
-  }
-  const float* qi = q + (bh * T + i) * HS;
-  const float* kj = k + (bh * T + j) * HS;
-  float dot = 0.0f;
-  for (int c = 0; c < HS; ++c) dot += qi[c] * kj[c];
-  scores[e] = dot * rsqrtf(float(HS));
-}
-
 // The logits of one query row for every head, then the softmax over its keys, per head:
-//   logits_h(j) = s_h(j) [+ beta_h(j)] [+ f(z(j))_h],  probs = softmax_j(logits_h), masked keys 0.
-// probs, scores (B,NH,rows,T); bias (NH,rows,T) or nullptr. One block per (b, r), kRowThreads threads,
-// thread t owns the keys j = t, t + blockDim, ...; dynamic shared memory holds the DAPE weights.
-// The DAPE MLP runs per key in registers: z (Zin), then per hidden unit d: u_d, a_d, and its share of the
+//   logits_h(j) = s_h(j) [+ beta_h(j)] [+ f(z(j))_h],  probs = softmax_j(logits_h), masked keys 0,
+// and probs_bf16 = bf16(probs), the input of the value matmul. probs, probs_bf16, scores (B,NH,rows,T);
+// probs may alias scores (in place); bias (NH,rows,T) or nullptr. One block per (b, r), kRowThreads
+// threads, thread t owns the keys j = t, t + blockDim, ...; dynamic shared memory holds the DAPE weights.
+// The DAPE MLP runs per key in registers: per hidden unit d, u_d = c1_d + W1_d . z, then its share of the
 // NH outputs.
-__global__ void logits_softmax_rows_kernel(float* probs, const float* scores, const float* bias,
-                                           DapeTensors<const float*> dape, DapeDims dd, int B, int NH, int T,
-                                           bool causal, bool residual_bias, int row0, int rows) {
-  extern __shared__ float smem[];
+template <int kH>
+__global__ void logits_softmax_rows_kernel(float* probs, __nv_bfloat16* probs_bf16, const float* scores,
+                                           const float* bias, DapeTensors<const float*> dape, DapeDims dd,
+                                           int NH, int T, bool causal, bool residual_bias, int row0,
+                                           int rows) {
+  extern __shared__ float4 smem4[];  // float4: the weights are read as float4
+  float* smem = reinterpret_cast<float*>(smem4);
   const int r = blockIdx.x % rows, b = blockIdx.x / rows, i = row0 + r, n = key_end(i, T, causal);
   const size_t head_stride = size_t(rows) * T;
   const size_t base = size_t(b) * NH * head_stride + size_t(r) * T;  // element (b, h=0, r, j=0)
   const float* bias_row = bias ? bias + size_t(r) * T : nullptr;
-  const bool use_dape = dd.mode != DapeMode::off;
-  if (use_dape) load_dape_weights(smem, dape, dd.D, dd.Zin, NH);
+  const bool use_dape = dd.mode != DapeMode::off, concat = dape_concat(dd.mode),
+             add = dd.mode == DapeMode::add_residual, with_beta = bias_row && residual_bias;
+  DapeShared<kH> w{};
+  if (use_dape) w = load_dape_weights<kH>(smem, dape, dd.D, dd.Zin, NH);
   __syncthreads();
-  const float *W1 = smem, *c1 = W1 + dd.D * dd.Zin, *W2 = c1 + dd.D, *c2 = W2 + NH * dd.D;
 
-  for (int j = threadIdx.x; j < T; j += blockDim.x) {
-    if (j >= n) {
-      for (int h = 0; h < NH; ++h) probs[base + h * head_stride + j] = 0.0f;
-      continue;
+  for (int j = threadIdx.x; j < n; j += blockDim.x) {
+    float s[kH], beta[kH], l[kH];
+#pragma unroll
+    for (int h = 0; h < kH; ++h) {
+      s[h] = h < NH ? scores[base + h * head_stride + j] : 0.0f;
+      beta[h] = h < NH && bias_row ? bias_row[h * head_stride + j] : 0.0f;
+      l[h] = with_beta ? s[h] + beta[h] : s[h];
     }
-    if (!use_dape) {
-      for (int h = 0; h < NH; ++h) {
-        float l = scores[base + h * head_stride + j];
-        if (bias_row && residual_bias) l += bias_row[h * head_stride + j];
-        probs[base + h * head_stride + j] = l;
+    if (use_dape) {
+      float zs[kH], out[kH];
+#pragma unroll
+      for (int h = 0; h < kH; ++h) {
+        zs[h] = add ? s[h] + beta[h] : s[h];
+        out[h] = w.c2[h];
       }
-      continue;
+      for (int d = 0; d < dd.D; ++d)
+        add_scaled_row<kH>(out, w.W2t + size_t(d) * kH,
+                           activate(dape_hidden<kH>(w, d, zs, beta, concat), dd.act));
+#pragma unroll
+      for (int h = 0; h < kH; ++h) l[h] += out[h];
     }
-    float s[kMaxDapeHeads], beta[kMaxDapeHeads], out[kMaxDapeHeads], z[2 * kMaxDapeHeads];
-    for (int h = 0; h < NH; ++h) {
-      s[h] = scores[base + h * head_stride + j];
-      beta[h] = bias_row ? bias_row[h * head_stride + j] : 0.0f;
-      out[h] = c2[h];
-    }
-    dape_inputs_of(z, s, beta, NH, dd.mode);
-    for (int d = 0; d < dd.D; ++d) {
-      float u = c1[d];
-      for (int m = 0; m < dd.Zin; ++m) u += W1[d * dd.Zin + m] * z[m];
-      const float a = activate(u, dd.act);
-      for (int h = 0; h < NH; ++h) out[h] += W2[h * dd.D + d] * a;
-    }
-    for (int h = 0; h < NH; ++h) {
-      const float residual = (bias_row && residual_bias) ? s[h] + beta[h] : s[h];
-      probs[base + h * head_stride + j] = residual + out[h];
-    }
+#pragma unroll
+    for (int h = 0; h < kH; ++h)
+      if (h < NH) probs[base + h * head_stride + j] = l[h];
   }
   // Softmax per head. Each thread reads and writes only its own keys, so no barrier is needed between the
   // passes beyond those inside block_max / block_sum.
   for (int h = 0; h < NH; ++h) {
     float* row = probs + base + h * head_stride;
+    __nv_bfloat16* row_bf16 = probs_bf16 + base + h * head_stride;
     float mx = -INFINITY;
     for (int j = threadIdx.x; j < n; j += blockDim.x) mx = fmaxf(mx, row[j]);
     mx = block_max(mx);
@@ -315,182 +394,233 @@ __global__ void logits_softmax_rows_kernel(float* probs, const float* scores, co
       sum += e;
     }
     const float inv = 1.0f / block_sum(sum);
-    for (int j = threadIdx.x; j < n; j += blockDim.x) row[j] *= inv;
+    for (int j = threadIdx.x; j < T; j += blockDim.x) {
+      const float p = j < n ? row[j] * inv : 0.0f;
+      row[j] = p;
+      row_bf16[j] = __float2bfloat16_rn(p);
+    }
   }
-}
-
-// out (B,T,C) bf16 rows i = row0 + r: o_{h,i} = sum_j probs_h(i,j) v_{h,j}. probs (B,NH,rows,T);
-// v (B,NH,T,HS). One thread per output element.
-__global__ void values_rows_kernel(__nv_bfloat16* out, const float* probs, const float* v, int B, int NH,
-                                   int T, int HS, bool causal, int row0, int rows) {
-  const size_t e = size_t(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (e >= size_t(B) * rows * NH * HS) return;
-  const int c = int(e % HS), h = int(e / HS % NH), r = int(e / (size_t(HS) * NH) % rows),
-            b = int(e / (size_t(HS) * NH * rows));
-  const int i = row0 + r, n = key_end(i, T, causal);
-  const size_t bh = size_t(b) * NH + h;
-  const float* p = probs + (bh * rows + r) * T;
-  const float* vh = v + bh * T * HS;
-  float acc = 0.0f;
-  for (int j = 0; j < n; ++j) acc += p[j] * vh[size_t(j) * HS + c];
-  out[(size_t(b) * T + i) * NH * HS + h * HS + c] = __float2bfloat16_rn(acc);
 }
 
 // ---- Backward kernels -----------------------------------------------------------------------------------
 
-// dv (B,NH,T,HS) = sum over the queries i that read key j of probs(i,j) dout_{h,i}. probs (B,NH,T,T);
-// dout (B,T,C) bf16. One thread per element of dv.
-__global__ void dv_kernel(float* dv, const float* probs, const __nv_bfloat16* dout, int B, int NH, int T,
-                          int HS, bool causal) {
-  const size_t e = size_t(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (e >= size_t(B) * NH * T * HS) return;
-  const int c = int(e % HS), j = int(e / HS % T);
-  const size_t bh = e / (size_t(HS) * T);
-  const int b = int(bh / NH), h = int(bh % NH), C = NH * HS;
-  const float* P = probs + bh * T * T;
-  float acc = 0.0f;
-  for (int i = causal ? j : 0; i < T; ++i)
-    acc += P[size_t(i) * T + j] * __bfloat162float(dout[(size_t(b) * T + i) * C + h * HS + c]);
-  dv[e] = acc;
-}
-
-// Softmax and PV backward of one row (b, h, i) (DAPE-SPEC §4.6 step 1): dP_j = dout_{h,i} . v_{h,j},
-// Delta = sum_j P_j dP_j, g_j = P_j (dP_j - Delta) = dLoss/dlogits. g (B,NH,T,T) written, masked keys 0.
-// One block per row, kRowThreads threads over j.
-__global__ void softmax_backward_rows_kernel(float* g, const float* probs, const float* v,
-                                             const __nv_bfloat16* dout, int NH, int T, int HS, bool causal) {
-  const int i = blockIdx.x % T;
-  const size_t bh = blockIdx.x / T;
-  const int b = int(bh / NH), h = int(bh % NH), n = key_end(i, T, causal);
-  const float* P = probs + (bh * T + i) * T;
-  float* gi = g + (bh * T + i) * T;
-  const __nv_bfloat16* doi = dout + (size_t(b) * T + i) * NH * HS + h * HS;
-  const float* vh = v + bh * T * HS;
+// The softmax backward of one row (b, h, i) (DAPE-SPEC §4.6 step 1), one warp per row: g holds
+// dP_j = dout_{h,i} . v_{h,j} on entry and g_j = P_j (dP_j - Delta), Delta = sum_j P_j dP_j, on exit (=
+// dLoss/dlogits; masked keys 0). Also writes probs_bf16 = bf16(P) (the input of the dv matmul) and
+// dscores_bf16 = bf16(scale g) (dLoss/dscores times 1/sqrt(HS) when there is no DAPE MLP; DAPE overwrites
+// the keys it reads). g, probs, probs_bf16, dscores_bf16 (B*NH*T rows of T).
+__global__ void softmax_backward_rows_kernel(float* g, __nv_bfloat16* probs_bf16, __nv_bfloat16* dscores_bf16,
+                                             const float* probs, size_t row_count, int T, bool causal,
+                                             float scale) {
+  const size_t row = size_t(blockIdx.x) * (blockDim.x / 32) + threadIdx.x / 32;
+  const int lane = threadIdx.x % 32;
+  if (row >= row_count) return;
+  const int i = int(row % T), n = key_end(i, T, causal);
+  const float* P = probs + row * T;
+  float* gi = g + row * T;
   float delta = 0.0f;
-  for (int j = threadIdx.x; j < T; j += blockDim.x) {
-    if (j >= n) {
-      gi[j] = 0.0f;
-      continue;
-    }
-    float dp = 0.0f;
-    for (int c = 0; c < HS; ++c) dp += __bfloat162float(doi[c]) * vh[size_t(j) * HS + c];
-    gi[j] = dp;
-    delta += P[j] * dp;
+  for (int j = lane; j < n; j += 32) delta += P[j] * gi[j];
+  delta = warp_sum(delta);
+  __nv_bfloat16* pb = probs_bf16 + row * T;
+  __nv_bfloat16* ds = dscores_bf16 + row * T;
+  for (int j = lane; j < T; j += 32) {
+    const float p = j < n ? P[j] : 0.0f;
+    const float gj = j < n ? p * (gi[j] - delta) : 0.0f;
+    gi[j] = gj;
+    pb[j] = __float2bfloat16_rn(p);
+    ds[j] = __float2bfloat16_rn(gj * scale);
   }
-  delta = block_sum(delta);
-  for (int j = threadIdx.x; j < n; j += blockDim.x) gi[j] = P[j] * (gi[j] - delta);
 }
 
-// The DAPE MLP backward of query row i over every b and key j (DAPE-SPEC §4.6 step 2). One block per row
-// i, kPairChunk threads; keys are taken in chunks of kPairChunk, thread t owning key j0 + t, and within a
-// chunk the batch in increasing b:
-//   phase 1 (per pair): read g (NH) = dLoss/dlogits, recompute z, u, a; gamma_u = (W2^T g) act'(u);
-//     gamma_z = W1^T gamma_u; overwrite g in place with dLoss/ds; add the pair's dLoss/dbeta to the
-//     thread's running batch sum; keep g, a, gamma_u, z in shared memory;
-//   phase 2 (per parameter): thread t adds the chunk's terms of the parameters t, t + blockDim, ... in
-//     increasing key order, into the row's sums in shared memory.
-// g (B,NH,T,T) in: dLoss/dlogits, out: dLoss/ds. scores (B,NH,T,T); bias (NH,T,T) or nullptr; dbias
-// (NH,T,T) written (= the batch sum) when bias is set; partials (T, dape_grad_width) row i written.
-// Shared memory: the weights, then per pair g (NH), a (D), gamma_u (D), z (Zin), then the row's sums.
-__global__ void dape_backward_rows_kernel(float* g, float* dbias, float* partials, const float* scores,
-                                          const float* bias, DapeTensors<const float*> dape, DapeDims dd,
-                                          int B, int NH, int T, bool causal) {
-  extern __shared__ float smem[];
-  const int D = dd.D, Zin = dd.Zin, i = blockIdx.x, n = key_end(i, T, causal), t = threadIdx.x;
-  const int width = D * Zin + D + NH * D + NH;
-  float* W1 = smem;
-  load_dape_weights(W1, dape, D, Zin, NH);
-  const float *c1 = W1 + D * Zin, *W2 = c1 + D;
-  float* pair_g = W1 + width;  // the weights take as many floats as the gradients
-  float* pair_a = pair_g + kPairChunk * NH;
-  float* pair_gu = pair_a + kPairChunk * D;
-  float* pair_z = pair_gu + kPairChunk * D;
-  float* sums = pair_z + kPairChunk * Zin;
-  for (int q = t; q < width; q += blockDim.x) sums[q] = 0.0f;
-  __syncthreads();
-  const size_t TT = size_t(T) * T;
+// The pair (b, i, j) at position `pair` of the fixed order: b, then i, then j (j <= i when causal).
+__device__ inline void decode_pair(long long pair, long long per_batch, int T, bool causal, int& b, int& i,
+                                   int& j) {
+  b = int(pair / per_batch);
+  const long long q = pair % per_batch;
+  if (!causal) {
+    i = int(q / T), j = int(q % T);
+    return;
+  }
+  long long row = (long long)((sqrt(8.0 * double(q) + 1.0) - 1.0) / 2.0);
+  while (row * (row + 1) / 2 > q) --row;
+  while ((row + 1) * (row + 2) / 2 <= q) ++row;
+  i = int(row), j = int(q - row * (row + 1) / 2);
+}
 
-  for (int j0 = 0; j0 < n; j0 += kPairChunk) {
-    const int j = j0 + t;
-    const bool valid = j < n;
-    float dbias_sum[kMaxDapeHeads];
-    for (int h = 0; h < NH; ++h) dbias_sum[h] = 0.0f;
-    for (int b = 0; b < B; ++b) {
-      float* gp = pair_g + t * NH;
-      float* ap = pair_a + t * D;
-      float* gup = pair_gu + t * D;
-      float* zp = pair_z + t * Zin;
-      if (valid) {
-        const size_t e0 = size_t(b) * NH * TT + size_t(i) * T + j;  // (b, h=0, i, j)
-        float s[kMaxDapeHeads], beta[kMaxDapeHeads];
-        for (int h = 0; h < NH; ++h) {
-          gp[h] = g[e0 + h * TT];
-          s[h] = scores[e0 + h * TT];
-          beta[h] = bias ? bias[h * TT + size_t(i) * T + j] : 0.0f;
+// The row stride of a per-pair array of n values in the backward's tiles: a multiple of 4 (float4 reads of
+// a row) that is 4 mod 8, so the threads writing their own rows spread over the banks.
+__host__ __device__ inline int tile_stride(int n) {
+  const int s = (n + 3) / 4 * 4;
+  return s % 8 == 0 ? s + 4 : s;
+}
+
+// The DAPE MLP backward over every pair (b, i, j) the attention reads (DAPE-SPEC §4.6 step 2). Block k takes
+// the tiles k, k + gridDim, ... of kTilePairs consecutive pairs, one pair per thread:
+//   phase 1 (per pair, in registers): read g (NH) = dLoss/dlogits, recompute z and u; a = act(u),
+//     gamma_u = (W2^T g) act'(u), gamma_z = W1^T gamma_u; write dscores_bf16 = bf16(scale dLoss/ds) and,
+//     with a bias PE, overwrite g with dLoss/dbeta; put the pair's rows gamma_u, [z, 1], g, [a, 1] (padded
+//     with zeros, DapePadded) in shared memory;
+//   phase 2 (per 4x4 tile of the two gradient matrices, one tile per thread at a time): add the outer
+//     products of the kTilePairs pairs, in pair order, into the block's sums in shared memory.
+// The block's sums go to partials (gridDim, DapePadded::width) row blockIdx.x, in the DapePadded layout.
+// g, scores (B,NH,T,T); bias (NH,T,T) or nullptr; dscores_bf16 (B,NH,T,T).
+template <int kH>
+__global__ void __launch_bounds__(kTilePairs)
+    dape_backward_tiles_kernel(__nv_bfloat16* dscores_bf16, float* g, float* partials, const float* scores,
+                               const float* bias, DapeTensors<const float*> dape, DapeDims dd, DapePadded pd,
+                               int B, int NH, int T, bool causal, float scale) {
+  extern __shared__ float4 smem4[];
+  const int D = dd.D, Zin = dd.Zin, t = threadIdx.x;
+  const int Dp = pd.Dp, Zp = pd.Zp, Hp = pd.Hp, Ap = pd.Ap;
+  const int su = tile_stride(Dp), sz = tile_stride(Zp), sg = tile_stride(Hp), sa = tile_stride(Ap);
+  float* tile_gu = reinterpret_cast<float*>(smem4);  // (kTilePairs, su): gamma_u, zeros
+  float* tile_z = tile_gu + kTilePairs * su;         // (kTilePairs, sz): z, 1, zeros
+  float* tile_g = tile_z + kTilePairs * sz;          // (kTilePairs, sg): g, zeros
+  float* tile_a = tile_g + kTilePairs * sg;          // (kTilePairs, sa): a, 1, zeros
+  float* sums1 = tile_a + kTilePairs * sa;           // (Dp, Zp)
+  float* sums2 = sums1 + Dp * Zp;                    // (Hp, Ap)
+  const DapeShared<kH> w = load_dape_weights<kH>(sums2 + Hp * Ap, dape, D, Zin, NH);
+  for (int q = t; q < pd.width(); q += blockDim.x) sums1[q] = 0.0f;  // sums1 and sums2 are contiguous
+  float* gu_row = tile_gu + t * su;
+  float* z_row = tile_z + t * sz;
+  float* g_row = tile_g + t * sg;
+  float* a_row = tile_a + t * sa;
+  // The padding and the constant columns, once: phase 1 writes only the first D, Zin, NH entries.
+  for (int q = 0; q < su; ++q) gu_row[q] = 0.0f;
+  for (int q = 0; q < sz; ++q) z_row[q] = q == Zin ? 1.0f : 0.0f;
+  for (int q = 0; q < sg; ++q) g_row[q] = 0.0f;
+  for (int q = 0; q < sa; ++q) a_row[q] = q == D ? 1.0f : 0.0f;
+  __syncthreads();
+
+  const bool concat = dape_concat(dd.mode), add = dd.mode == DapeMode::add_residual;
+  const long long per_batch = causal ? (long long)T * (T + 1) / 2 : (long long)T * T;
+  const long long total = B * per_batch, tiles = (total + kTilePairs - 1) / kTilePairs;
+  const size_t TT = size_t(T) * T;
+  const int tiles1 = (Dp / 4) * (Zp / 4), tiles_all = tiles1 + (Hp / 4) * (Ap / 4);
+
+  for (long long tile = blockIdx.x; tile < tiles; tile += gridDim.x) {
+    const long long pair = tile * kTilePairs + t;
+    if (pair < total) {
+      int b, i, j;
+      decode_pair(pair, per_batch, T, causal, b, i, j);
+      const size_t e0 = size_t(b) * NH * TT + size_t(i) * T + j;  // (b, h=0, i, j)
+      float gp[kH], zs[kH], beta[kH], gs[kH], gb[kH];
+#pragma unroll
+      for (int h = 0; h < kH; ++h) {
+        gp[h] = h < NH ? g[e0 + h * TT] : 0.0f;
+        beta[h] = h < NH && bias ? bias[h * TT + size_t(i) * T + j] : 0.0f;
+        zs[h] = h < NH ? scores[e0 + h * TT] + (add ? beta[h] : 0.0f) : 0.0f;
+        gs[h] = gb[h] = 0.0f;
+      }
+      for (int d = 0; d < D; ++d) {
+        const float u = dape_hidden<kH>(w, d, zs, beta, concat);
+        const float4* w2 = reinterpret_cast<const float4*>(w.W2t + size_t(d) * kH);
+        float ga = 0.0f;
+#pragma unroll
+        for (int q = 0; q < kH / 4; ++q) {
+          const float4 x = w2[q];
+          ga += x.x * gp[4 * q];
+          ga += x.y * gp[4 * q + 1];
+          ga += x.z * gp[4 * q + 2];
+          ga += x.w * gp[4 * q + 3];
         }
-        dape_inputs_of(zp, s, beta, NH, dd.mode);
-        for (int d = 0; d < D; ++d) {
-          float u = c1[d], ga = 0.0f;
-          for (int m = 0; m < Zin; ++m) u += W1[d * Zin + m] * zp[m];
-          for (int h = 0; h < NH; ++h) ga += W2[h * D + d] * gp[h];
-          ap[d] = activate(u, dd.act);
-          gup[d] = ga * activate_derivative(u, dd.act);
-        }
-        // Route gamma_z and the residual g (variants: DAPE-SPEC §4.6).
-        for (int h = 0; h < NH; ++h) {
-          float gs = 0.0f, gb = 0.0f;
-          for (int d = 0; d < D; ++d) gs += W1[d * Zin + h] * gup[d];
-          if (dd.mode == DapeMode::concat_residual || dd.mode == DapeMode::concat)
-            for (int d = 0; d < D; ++d) gb += W1[d * Zin + NH + h] * gup[d];
+        const float gu = ga * activate_derivative(u, dd.act);
+        a_row[d] = activate(u, dd.act);
+        gu_row[d] = gu;
+        const float* w1 = w.W1 + size_t(d) * 2 * kH;
+        add_scaled_row<kH>(gs, w1, gu);
+        if (concat) add_scaled_row<kH>(gb, w1 + kH, gu);
+      }
+      // Route gamma_z and the residual g (variants: DAPE-SPEC §4.6).
+#pragma unroll
+      for (int h = 0; h < kH; ++h) {
+        if (h >= NH) break;
+        g_row[h] = gp[h];
+        z_row[h] = zs[h];
+        if (concat) z_row[NH + h] = beta[h];
+        dscores_bf16[e0 + h * TT] = __float2bfloat16_rn((gp[h] + gs[h]) * scale);
+        if (bias) {
+          float dbeta = 0.0f;
           switch (dd.mode) {
             case DapeMode::concat_residual:
-              dbias_sum[h] += gp[h] + gb;
+              dbeta = gp[h] + gb[h];
               break;
             case DapeMode::concat:
-              dbias_sum[h] += gb;
+              dbeta = gb[h];
               break;
-            case DapeMode::add_residual:
-              dbias_sum[h] += gp[h] + gs;
-              break;
-            default:
+            default:  // add_residual (scores_only runs without a bias)
+              dbeta = gp[h] + gs[h];
               break;
           }
-          g[e0 + h * TT] = gp[h] + gs;
+          g[e0 + h * TT] = dbeta;
         }
-      } else {
-        for (int h = 0; h < NH; ++h) gp[h] = 0.0f;
-        for (int d = 0; d < D; ++d) ap[d] = gup[d] = 0.0f;
-        for (int m = 0; m < Zin; ++m) zp[m] = 0.0f;
       }
-      __syncthreads();
-      for (int q = t; q < width; q += blockDim.x) {
-        float acc = 0.0f;
-        if (q < D * Zin) {
-          const int d = q / Zin, m = q % Zin;
-          for (int pp = 0; pp < kPairChunk; ++pp) acc += pair_gu[pp * D + d] * pair_z[pp * Zin + m];
-        } else if (q < D * Zin + D) {
-          const int d = q - D * Zin;
-          for (int pp = 0; pp < kPairChunk; ++pp) acc += pair_gu[pp * D + d];
-        } else if (q < D * Zin + D + NH * D) {
-          const int h = (q - D * Zin - D) / D, d = (q - D * Zin - D) % D;
-          for (int pp = 0; pp < kPairChunk; ++pp) acc += pair_g[pp * NH + h] * pair_a[pp * D + d];
-        } else {
-          const int h = q - D * Zin - D - NH * D;
-          for (int pp = 0; pp < kPairChunk; ++pp) acc += pair_g[pp * NH + h];
-        }
-        sums[q] += acc;
-      }
-      __syncthreads();
+    } else {  // past the last pair: only in the block's last tile, so the constants may go too
+      for (int q = 0; q < su; ++q) gu_row[q] = 0.0f;
+      for (int q = 0; q < sg; ++q) g_row[q] = 0.0f;
     }
-    if (valid && dbias)
-      for (int h = 0; h < NH; ++h) dbias[h * TT + size_t(i) * T + j] = dbias_sum[h];
+    __syncthreads();
+    for (int k = t; k < tiles_all; k += blockDim.x) {
+      const float *x, *y;
+      int x_stride, y_stride, ld;
+      float* acc;
+      if (k < tiles1) {
+        const int r0 = k / (Zp / 4) * 4, c0 = k % (Zp / 4) * 4;
+        x = tile_gu + r0, x_stride = su, y = tile_z + c0, y_stride = sz, acc = sums1 + r0 * Zp + c0, ld = Zp;
+      } else {
+        const int k2 = k - tiles1, r0 = k2 / (Ap / 4) * 4, c0 = k2 % (Ap / 4) * 4;
+        x = tile_g + r0, x_stride = sg, y = tile_a + c0, y_stride = sa, acc = sums2 + r0 * Ap + c0, ld = Ap;
+      }
+      float c[4][4];
+#pragma unroll
+      for (int r = 0; r < 4; ++r)
+#pragma unroll
+        for (int q = 0; q < 4; ++q) c[r][q] = acc[r * ld + q];
+      for (int p = 0; p < kTilePairs; ++p) {
+        const float4 xv = *reinterpret_cast<const float4*>(x + p * x_stride);
+        const float4 yv = *reinterpret_cast<const float4*>(y + p * y_stride);
+        const float xs[4] = {xv.x, xv.y, xv.z, xv.w}, ys[4] = {yv.x, yv.y, yv.z, yv.w};
+#pragma unroll
+        for (int r = 0; r < 4; ++r)
+#pragma unroll
+          for (int q = 0; q < 4; ++q) c[r][q] += xs[r] * ys[q];
+      }
+#pragma unroll
+      for (int r = 0; r < 4; ++r)
+#pragma unroll
+        for (int q = 0; q < 4; ++q) acc[r * ld + q] = c[r][q];
+    }
+    __syncthreads();
   }
-  if (dbias)
-    for (int j = n + t; j < T; j += blockDim.x)
-      for (int h = 0; h < NH; ++h) dbias[h * TT + size_t(i) * T + j] = 0.0f;
-  for (int q = t; q < width; q += blockDim.x) partials[size_t(i) * width + q] = sums[q];
+  float* out = partials + size_t(blockIdx.x) * pd.width();
+  for (int q = t; q < pd.width(); q += blockDim.x) out[q] = sums1[q];
 }
 
+// ddape += the sums of the blocks' rows of partials (blocks, DapePadded::width), in increasing block order.
+// One thread per DAPE parameter: [W1 (D,Zin), c1 (D), W2 (NH,D), c2 (NH)].
+__global__ void dape_partials_reduce_kernel(DapeTensors<float*> ddape, const float* partials, int blocks,
+                                            int D, int Zin, int NH, DapePadded pd) {
+  const int e = blockIdx.x * blockDim.x + threadIdx.x;
+  int offset;
+  float* dst;
+  if (e < D * Zin) {
+    offset = e / Zin * pd.Zp + e % Zin, dst = ddape.fc1_weight + e;
+  } else if (e < D * Zin + D) {
+    const int d = e - D * Zin;
+    offset = d * pd.Zp + Zin, dst = ddape.fc1_bias + d;
+  } else if (e < D * Zin + D + NH * D) {
+    const int q = e - D * Zin - D;
+    offset = pd.Dp * pd.Zp + q / D * pd.Ap + q % D, dst = ddape.fc2_weight + q;
+  } else if (e < D * Zin + D + NH * D + NH) {
+    const int h = e - D * Zin - D - NH * D;
+    offset = pd.Dp * pd.Zp + h * pd.Ap + D, dst = ddape.fc2_bias + h;
+  } else {
+    return;
+  }
+  float acc = 0.0f;
+  for (int k = 0; k < blocks; ++k) acc += partials[size_t(k) * pd.width() + offset];
+  *dst += acc;
+}
 // dbias (NH,T,T) = sum over b of g (B,NH,T,T), in increasing b. One thread per element of dbias.
 __global__ void bias_batch_sum_kernel(float* dbias, const float* g, int B, int NH, int T) {
   const size_t e = size_t(blockIdx.x) * blockDim.x + threadIdx.x, HTT = size_t(NH) * T * T;
@@ -587,25 +717,6 @@ __global__ void reduce_rows_add_kernel(float* dst, const float* partials, int ro
   dst[q] += acc;
 }
 
-// dq (B,NH,T,HS) = scale sum_j ds(i,j) k_j; dk (B,NH,T,HS) = scale sum_i ds(i,j) q_i (DAPE-SPEC §4.6 step 3).
-// ds (B,NH,T,T), masked entries 0. One thread per element of dq (and the same element of dk).
-__global__ void dqk_kernel(float* dq, float* dk, const float* ds, const float* q, const float* k, int B,
-                           int NH, int T, int HS, bool causal) {
-  const size_t e = size_t(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (e >= size_t(B) * NH * T * HS) return;
-  const int c = int(e % HS), t = int(e / HS % T);
-  const size_t bh = e / (size_t(HS) * T);
-  const float* g = ds + bh * T * T;
-  const float* kh = k + bh * T * HS;
-  const float* qh = q + bh * T * HS;
-  const float scale = rsqrtf(float(HS));
-  float aq = 0.0f, ak = 0.0f;
-  for (int j = 0; j < key_end(t, T, causal); ++j) aq += g[size_t(t) * T + j] * kh[size_t(j) * HS + c];
-  for (int i = causal ? t : 0; i < T; ++i) ak += g[size_t(i) * T + t] * qh[size_t(i) * HS + c];
-  dq[e] = aq * scale;
-  dk[e] = ak * scale;
-}
-
 // dqkv (B,T,3C) bf16 from dq, dk, dv (B,NH,T,HS) fp32; dq and dk rotated back (the inverse RoPE rotation at
 // the same positions) when rope is set. One thread per element of dq.
 __global__ void merge_heads_rope_backward_kernel(__nv_bfloat16* dqkv, const float* dq, const float* dk,
@@ -666,8 +777,10 @@ void require(bool ok, const std::string& op, const std::string& what) {
   if (!ok) fail(op, what);
 }
 
-void check_spec(const char* op, const AttentionSpec& s, const PositionalTensors<const float*>& pe,
-                const DapeTensors<const float*>& dape) {
+}  // namespace
+
+void check_attention_spec(const char* op, const AttentionSpec& s, const PositionalTensors<const float*>& pe,
+                          const DapeTensors<const float*>& dape) {
   require(s.B > 0 && s.T > 0 && s.NH > 0 && s.HS > 0, op,
           "expected B, T, NH, HS > 0, got B = " + std::to_string(s.B) + ", T = " + std::to_string(s.T) +
               ", NH = " + std::to_string(s.NH) + ", HS = " + std::to_string(s.HS));
@@ -711,6 +824,8 @@ void check_spec(const char* op, const AttentionSpec& s, const PositionalTensors<
   }
 }
 
+namespace {
+
 BiasParams make_bias_params(const AttentionSpec& s, const PositionalTensors<const float*>& pe) {
   BiasParams b{};
   b.kind = s.pe;
@@ -748,42 +863,59 @@ size_t shared_bytes(Kernel kernel, size_t floats, const char* op) {
   return bytes;
 }
 
-// The forward of the query rows [row0, row0 + rows): bias, scores and probs of the block, then out.
-// q, k, v (B,NH,T,HS) are already split; bias (NH,rows,T), scores and probs (B,NH,rows,T).
-void forward_rows(bf16* out, float* bias, float* scores, float* probs, const float* q, const float* k,
-                  const float* v, const BiasParams& bp, const DapeTensors<const float*>& dape,
-                  const AttentionSpec& s, int row0, int rows, Stream stream) {
-  const int B = s.B, T = s.T, NH = s.NH, HS = s.HS;
+// The forward of the query rows [row0, row0 + rows): bias, scores and probabilities of the block, then its
+// rows of out. q, k, v (B,NH,T,HS) are already split; bias (NH,rows,T); scores, probs, probs_bf16
+// (B,NH,rows,T), probs may alias scores; heads (B,NH,rows,HS). The scores come from q_f32 and k_f32 when
+// they are not nullptr.
+void forward_rows(bf16* out, bf16* heads, float* bias, float* scores, float* probs, bf16* probs_bf16,
+                  const bf16* q, const bf16* k, const bf16* v, const float* q_f32, const float* k_f32,
+                  const BiasParams& bp, const DapeTensors<const float*>& dape, const AttentionSpec& s,
+                  int row0, int rows, const Blas& blas, Stream stream) {
+  const int B = s.B, T = s.T, NH = s.NH, HS = s.HS, batch = B * NH;
+  const long long THS = (long long)T * HS, RT = (long long)rows * T;
+  const int keys = s.causal ? row0 + rows : T;  // no row of the block reads a key beyond
   const bool bias_on = has_bias(s.pe);
   if (bias_on) {
     bias_rows_kernel<<<blocks_for(size_t(NH) * rows * T, kThreads), kThreads, 0, stream>>>(bias, bp, row0,
                                                                                            rows);
     CUDA_CHECK_LAUNCH();
   }
-  scores_rows_kernel<<<blocks_for(size_t(B) * NH * rows * T, kThreads), kThreads, 0, stream>>>(
-      scores, q, k, B, NH, T, HS, s.causal, row0, rows);
-  CUDA_CHECK_LAUNCH();
+  // scores (rows, keys) = q (rows, HS) k^T / sqrt(HS), per head.
+  const float scale = float(1.0 / std::sqrt(double(HS)));
+  if (q_f32)
+    batched_matmul(scores, true, T, RT, {q_f32 + size_t(row0) * HS, HS, THS, false, true},
+                   {k_f32, HS, THS, true, true}, rows, keys, HS, batch, scale, 0.0f, blas, stream);
+  else
+    batched_matmul(scores, true, T, RT, {q + size_t(row0) * HS, HS, THS, false}, {k, HS, THS, true}, rows,
+                   keys, HS, batch, scale, 0.0f, blas, stream);
   const DapeDims dd = make_dape_dims(s);
-  const size_t smem = s.dape == DapeMode::off
-                          ? 0
-                          : shared_bytes(logits_softmax_rows_kernel,
-                                         size_t(dd.D) * dd.Zin + dd.D + NH * dd.D + NH, "attention_forward");
-  logits_softmax_rows_kernel<<<unsigned(B) * rows, kRowThreads, smem, stream>>>(
-      probs, scores, bias_on ? bias : nullptr, dape, dd, B, NH, T, s.causal, bias_in_residual(s.dape), row0,
-      rows);
-  CUDA_CHECK_LAUNCH();
-  values_rows_kernel<<<blocks_for(size_t(B) * rows * NH * HS, kThreads), kThreads, 0, stream>>>(
-      as_device(out), probs, v, B, NH, T, HS, s.causal, row0, rows);
+  with_head_bound(NH, [&](auto bound) {
+    constexpr int kH = decltype(bound)::value;
+    const size_t smem =
+        s.dape == DapeMode::off
+            ? 0
+            : shared_bytes(logits_softmax_rows_kernel<kH>, DapeShared<kH>::floats(dd.D), "attention_forward");
+    logits_softmax_rows_kernel<kH><<<unsigned(B) * rows, kRowThreads, smem, stream>>>(
+        probs, as_device(probs_bf16), scores, bias_on ? bias : nullptr, dape, dd, NH, T, s.causal,
+        bias_in_residual(s.dape), row0, rows);
+    CUDA_CHECK_LAUNCH();
+  });
+  // heads (rows, HS) = probs (rows, keys) v (keys, HS), per head; then into the rows of out.
+  batched_matmul(heads, false, HS, (long long)rows * HS, {probs_bf16, T, RT, false}, {v, HS, THS, false},
+                 rows, HS, keys, batch, 1.0f, 0.0f, blas, stream);
+  permute_heads_kernel<<<blocks_for(size_t(batch) * rows * HS, kThreads), kThreads, 0, stream>>>(
+      as_device(out), as_device(heads), B, NH, T, HS, row0, rows, true);
   CUDA_CHECK_LAUNCH();
 }
 
-void split_heads(float* q, float* k, float* v, const bf16* qkv, const AttentionSpec& s, Stream stream) {
+void split_heads(bf16* q, bf16* k, bf16* v, float* q_f32, float* k_f32, const bf16* qkv,
+                 const AttentionSpec& s, Stream stream) {
   const size_t n = size_t(s.B) * s.T * s.NH * s.HS;
   split_heads_rope_kernel<<<blocks_for(n, kThreads), kThreads, 0, stream>>>(
-      q, k, v, as_device(qkv), s.rope_positions, s.B, s.T, s.NH, s.HS, s.pe == PeKind::rope);
+      as_device(q), as_device(k), as_device(v), q_f32, k_f32, as_device(qkv), s.rope_positions, s.B, s.T,
+      s.NH, s.HS, s.pe == PeKind::rope);
   CUDA_CHECK_LAUNCH();
 }
-
 void reduce_rows_add(float* dst, const float* partials, int rows, int width, int offset, int count,
                      Stream stream) {
   if (count == 0) return;
@@ -792,121 +924,179 @@ void reduce_rows_add(float* dst, const float* partials, int rows, int width, int
   CUDA_CHECK_LAUNCH();
 }
 
+// The DAPE MLP backward (step 2 of DAPE-SPEC §4.6): dscores_bf16 and, with a bias PE, g := dLoss/dbeta;
+// ddape +=.
+void dape_backward(bf16* dscores_bf16, float* g, float* partials, const DapeTensors<float*>& ddape,
+                   const float* scores, const float* bias, const DapeTensors<const float*>& dape,
+                   const AttentionSpec& s, Stream stream) {
+  const DapeDims dd = make_dape_dims(s);
+  const DapePadded pd = dape_padded(s);
+  const int grid = dape_grid(s), NH = s.NH;
+  with_head_bound(NH, [&](auto bound) {
+    constexpr int kH = decltype(bound)::value;
+    const size_t floats = size_t(kTilePairs) * (tile_stride(pd.Dp) + tile_stride(pd.Zp) + tile_stride(pd.Hp) +
+                                                tile_stride(pd.Ap)) +
+                          pd.width() + DapeShared<kH>::floats(dd.D);
+    const size_t smem = shared_bytes(dape_backward_tiles_kernel<kH>, floats, "attention_backward");
+    dape_backward_tiles_kernel<kH>
+        <<<grid, kTilePairs, smem, stream>>>(as_device(dscores_bf16), g, partials, scores, bias, dape, dd, pd,
+                                             s.B, NH, s.T, s.causal, float(1.0 / std::sqrt(double(s.HS))));
+    CUDA_CHECK_LAUNCH();
+  });
+  const int params = dd.D * dd.Zin + dd.D + NH * dd.D + NH;
+  dape_partials_reduce_kernel<<<blocks_for(params, kThreads), kThreads, 0, stream>>>(ddape, partials, grid,
+                                                                                     dd.D, dd.Zin, NH, pd);
+  CUDA_CHECK_LAUNCH();
+}
+
+// The bias parameters' gradients from dbias = dLoss/dbeta summed over the batch (step 4 of DAPE-SPEC §4.6).
+void bias_parameters_backward(const PositionalTensors<float*>& dpe, float* partials, const float* dbias,
+                              const PositionalTensors<const float*>& pe, const AttentionSpec& s,
+                              Stream stream) {
+  const int bw = bias_grad_width(s), T = s.T, NH = s.NH;
+  if (bw == 0) return;  // ALiBi: nothing to learn
+  bias_backward_rows_kernel<<<T, kBiasThreads, 0, stream>>>(partials, dbias, make_bias_params(s, pe), bw);
+  CUDA_CHECK_LAUNCH();
+  if (s.pe == PeKind::kerple) {
+    reduce_rows_add(dpe.kerple_p, partials, T, bw, 0, NH, stream);
+    reduce_rows_add(dpe.kerple_a, partials, T, bw, NH, NH, stream);
+    if (!s.causal) {
+      reduce_rows_add(dpe.kerple_p_right, partials, T, bw, 2 * NH, NH, stream);
+      reduce_rows_add(dpe.kerple_a_right, partials, T, bw, 3 * NH, NH, stream);
+    }
+  } else if (s.pe == PeKind::t5) {
+    reduce_rows_add(dpe.t5_table, partials, T, bw, 0, kT5Buckets * NH, stream);
+  } else if (s.pe == PeKind::fire) {
+    const int DF = s.fire_width, side = fire_side_width(s);
+    for (int r = 0; r < (s.causal ? 1 : 2); ++r) {
+      const int base = r * side;
+      reduce_rows_add(r ? dpe.fire_fc1_weight_right : dpe.fire_fc1_weight, partials, T, bw, base, DF, stream);
+      reduce_rows_add(r ? dpe.fire_fc1_bias_right : dpe.fire_fc1_bias, partials, T, bw, base + DF, DF,
+                      stream);
+      reduce_rows_add(r ? dpe.fire_fc2_weight_right : dpe.fire_fc2_weight, partials, T, bw, base + 2 * DF,
+                      NH * DF, stream);
+      reduce_rows_add(r ? dpe.fire_fc2_bias_right : dpe.fire_fc2_bias, partials, T, bw,
+                      base + 2 * DF + NH * DF, NH, stream);
+    }
+    reduce_rows_add(dpe.fire_c, partials, T, bw, 2 * side, 1, stream);
+    reduce_rows_add(dpe.fire_lambda, partials, T, bw, 2 * side + 1, 1, stream);
+  }
+}
+
+size_t aligned_bytes(size_t bytes) {
+  return (bytes + 255) / 256 * 256;
+}
+
 }  // namespace
 
+bool attention_scores_from_fp32(const AttentionSpec& s) {
+  return s.pe == PeKind::rope && s.dape != DapeMode::off;
+}
+
 size_t attention_partials_floats(const AttentionSpec& s) {
-  const size_t dape = s.dape == DapeMode::off ? 0 : size_t(dape_grad_width(s));
-  return size_t(s.T) * std::max(dape, size_t(bias_grad_width(s)));
+  const size_t dape = s.dape == DapeMode::off ? 0 : size_t(dape_grid(s)) * dape_padded(s).width();
+  return std::max(dape, size_t(s.T) * bias_grad_width(s));
 }
 
-size_t attention_inference_workspace_floats(const AttentionSpec& s, int query_block) {
+size_t attention_inference_workspace_bytes(const AttentionSpec& s, int query_block) {
   const size_t block = size_t(std::max(1, std::min(query_block, s.T)));
-  return 3 * size_t(s.B) * s.NH * s.T * s.HS + size_t(s.NH) * block * s.T +
-         2 * size_t(s.B) * s.NH * block * s.T;
+  const size_t bths = size_t(s.B) * s.NH * s.T * s.HS, block_keys = size_t(s.B) * s.NH * block * s.T;
+  const size_t fp32_qk = attention_scores_from_fp32(s) ? 2 * aligned_bytes(bths * sizeof(float)) : 0;
+  return 3 * aligned_bytes(bths * sizeof(bf16)) + fp32_qk +
+         aligned_bytes(size_t(s.NH) * block * s.T * sizeof(float)) +
+         aligned_bytes(block_keys * sizeof(float)) + aligned_bytes(block_keys * sizeof(bf16)) +
+         aligned_bytes(size_t(s.B) * s.NH * block * s.HS * sizeof(bf16));
 }
 
-void attention_forward(bf16* out, const AttentionSaved& saved, const bf16* qkv,
-                       const PositionalTensors<const float*>& pe, const DapeTensors<const float*>& dape,
-                       const AttentionSpec& s, Stream stream) {
-  check_spec("attention_forward", s, pe, dape);
-  split_heads(saved.q, saved.k, saved.v, qkv, s, stream);
-  forward_rows(out, saved.bias, saved.scores, saved.probs, saved.q, saved.k, saved.v, make_bias_params(s, pe),
-               dape, s, 0, s.T, stream);
+void attention_forward(bf16* out, const AttentionSaved& saved, const AttentionScratch& scratch,
+                       const bf16* qkv, const PositionalTensors<const float*>& pe,
+                       const DapeTensors<const float*>& dape, const AttentionSpec& s, const Blas& blas,
+                       Stream stream) {
+  check_attention_spec("attention_forward", s, pe, dape);
+  const bool fp32_qk = attention_scores_from_fp32(s);
+  if (fp32_qk && (!saved.q_f32 || !saved.k_f32))
+    fail("attention_forward",
+         "RoPE under DAPE needs saved.q_f32 and saved.k_f32 (attention_scores_from_fp32)");
+  float* q_f32 = fp32_qk ? saved.q_f32 : nullptr;
+  float* k_f32 = fp32_qk ? saved.k_f32 : nullptr;
+  split_heads(saved.q, saved.k, saved.v, q_f32, k_f32, qkv, s, stream);
+  forward_rows(out, scratch.heads, saved.bias, saved.scores, saved.probs, scratch.probs_bf16, saved.q,
+               saved.k, saved.v, q_f32, k_f32, make_bias_params(s, pe), dape, s, 0, s.T, blas, stream);
 }
 
-void attention_forward_inference(bf16* out, float* workspace, const bf16* qkv,
+void attention_forward_inference(bf16* out, void* workspace, const bf16* qkv,
                                  const PositionalTensors<const float*>& pe,
                                  const DapeTensors<const float*>& dape, const AttentionSpec& s,
-                                 int query_block, Stream stream) {
-  check_spec("attention_forward_inference", s, pe, dape);
+                                 int query_block, const Blas& blas, Stream stream) {
+  check_attention_spec("attention_forward_inference", s, pe, dape);
   const int block = std::max(1, std::min(query_block, s.T));
-  const size_t bths = size_t(s.B) * s.NH * s.T * s.HS;
-  float *q = workspace, *k = q + bths, *v = k + bths;
-  float* bias = v + bths;
-  float* scores = bias + size_t(s.NH) * block * s.T;
-  float* probs = scores + size_t(s.B) * s.NH * block * s.T;
-  split_heads(q, k, v, qkv, s, stream);
+  const size_t bths = size_t(s.B) * s.NH * s.T * s.HS, block_keys = size_t(s.B) * s.NH * block * s.T;
+  uint8_t* next = static_cast<uint8_t*>(workspace);
+  auto take = [&](size_t bytes) {
+    void* p = next;
+    next += aligned_bytes(bytes);
+    return p;
+  };
+  bf16* q = static_cast<bf16*>(take(bths * sizeof(bf16)));
+  bf16* k = static_cast<bf16*>(take(bths * sizeof(bf16)));
+  bf16* v = static_cast<bf16*>(take(bths * sizeof(bf16)));
+  const bool fp32_qk = attention_scores_from_fp32(s);
+  float* q_f32 = fp32_qk ? static_cast<float*>(take(bths * sizeof(float))) : nullptr;
+  float* k_f32 = fp32_qk ? static_cast<float*>(take(bths * sizeof(float))) : nullptr;
+  float* bias = static_cast<float*>(take(size_t(s.NH) * block * s.T * sizeof(float)));
+  float* scores = static_cast<float*>(take(block_keys * sizeof(float)));  // then the probabilities
+  bf16* probs_bf16 = static_cast<bf16*>(take(block_keys * sizeof(bf16)));
+  bf16* heads = static_cast<bf16*>(take(size_t(s.B) * s.NH * block * s.HS * sizeof(bf16)));
+  split_heads(q, k, v, q_f32, k_f32, qkv, s, stream);
   const BiasParams bp = make_bias_params(s, pe);
   for (int i0 = 0; i0 < s.T; i0 += block)
-    forward_rows(out, bias, scores, probs, q, k, v, bp, dape, s, i0, std::min(block, s.T - i0), stream);
+    forward_rows(out, heads, bias, scores, scores, probs_bf16, q, k, v, q_f32, k_f32, bp, dape, s, i0,
+                 std::min(block, s.T - i0), blas, stream);
 }
 
 void attention_backward(bf16* dqkv, const PositionalTensors<float*>& dpe, const DapeTensors<float*>& ddape,
                         const AttentionScratch& scratch, const bf16* dout, const AttentionSaved& saved,
                         const PositionalTensors<const float*>& pe, const DapeTensors<const float*>& dape,
-                        const AttentionSpec& s, Stream stream) {
-  check_spec("attention_backward", s, pe, dape);
-  const int B = s.B, T = s.T, NH = s.NH, HS = s.HS;
-  const size_t bths = size_t(B) * NH * T * HS;
-  float* g = scratch.dscores;  // first dLoss/dlogits, then dLoss/dscores
+                        const AttentionSpec& s, const Blas& blas, Stream stream) {
+  check_attention_spec("attention_backward", s, pe, dape);
+  const int B = s.B, T = s.T, NH = s.NH, HS = s.HS, batch = B * NH;
+  const long long THS = (long long)T * HS, TT = (long long)T * T;
+  const size_t bths = size_t(batch) * T * HS;
+  float* g = scratch.dscores;  // dP, then dLoss/dlogits, then (with a bias PE) dLoss/dbeta
+  const float scale = float(1.0 / std::sqrt(double(HS)));
 
-  // Step 1: dv and g = P (dP - Delta).
-  dv_kernel<<<blocks_for(bths, kThreads), kThreads, 0, stream>>>(scratch.dv, saved.probs, as_device(dout), B,
-                                                                 NH, T, HS, s.causal);
+  // Step 1: dout per head; dP = dout v^T; g = P (dP - Delta); dv = P^T dout.
+  permute_heads_kernel<<<blocks_for(bths, kThreads), kThreads, 0, stream>>>(
+      as_device(scratch.heads), as_device(dout), B, NH, T, HS, 0, T, false);
   CUDA_CHECK_LAUNCH();
-  softmax_backward_rows_kernel<<<unsigned(B) * NH * T, kRowThreads, 0, stream>>>(
-      g, saved.probs, saved.v, as_device(dout), NH, T, HS, s.causal);
+  batched_matmul(g, true, T, TT, {scratch.heads, HS, THS, false}, {saved.v, HS, THS, true}, T, T, HS, batch,
+                 1.0f, 0.0f, blas, stream);
+  const size_t rows = size_t(batch) * T;
+  const int warps = kThreads / 32;
+  softmax_backward_rows_kernel<<<blocks_for(rows, warps), kThreads, 0, stream>>>(
+      g, as_device(scratch.probs_bf16), as_device(scratch.dscores_bf16), saved.probs, rows, T, s.causal,
+      scale);
   CUDA_CHECK_LAUNCH();
+  batched_matmul(scratch.dv, true, HS, THS, {scratch.probs_bf16, T, TT, true},
+                 {scratch.heads, HS, THS, false}, T, HS, T, batch, 1.0f, 0.0f, blas, stream);
 
-  // Step 2: the DAPE MLP backward (in place on g) and the batch-summed bias gradient.
+  // Step 2: the DAPE MLP (dscores and, with a bias PE, g := dLoss/dbeta); then the bias parameters.
   const bool bias_on = has_bias(s.pe);
-  if (s.dape != DapeMode::off) {
-    const DapeDims dd = make_dape_dims(s);
-    const int width = dape_grad_width(s);
-    const size_t floats = 2 * size_t(width) + size_t(kPairChunk) * (NH + 2 * dd.D + dd.Zin);
-    const size_t smem = shared_bytes(dape_backward_rows_kernel, floats, "attention_backward");
-    dape_backward_rows_kernel<<<T, kPairChunk, smem, stream>>>(
-        g, bias_on ? scratch.dbias : nullptr, scratch.partials, saved.scores, bias_on ? saved.bias : nullptr,
-        dape, dd, B, NH, T, s.causal);
-    CUDA_CHECK_LAUNCH();
-    const int D = dd.D, Zin = dd.Zin;
-    reduce_rows_add(ddape.fc1_weight, scratch.partials, T, width, 0, D * Zin, stream);
-    reduce_rows_add(ddape.fc1_bias, scratch.partials, T, width, D * Zin, D, stream);
-    reduce_rows_add(ddape.fc2_weight, scratch.partials, T, width, D * Zin + D, NH * D, stream);
-    reduce_rows_add(ddape.fc2_bias, scratch.partials, T, width, D * Zin + D + NH * D, NH, stream);
-  } else if (bias_on) {
+  if (s.dape != DapeMode::off)
+    dape_backward(scratch.dscores_bf16, g, scratch.partials, ddape, saved.scores,
+                  bias_on ? saved.bias : nullptr, dape, s, stream);
+  if (bias_on) {
     bias_batch_sum_kernel<<<blocks_for(size_t(NH) * T * T, kThreads), kThreads, 0, stream>>>(scratch.dbias, g,
                                                                                              B, NH, T);
     CUDA_CHECK_LAUNCH();
+    bias_parameters_backward(dpe, scratch.partials, scratch.dbias, pe, s, stream);
   }
 
-  // Step 4 of DAPE-SPEC §4.6 (it reads only dbias): the bias parameters.
-  const int bw = bias_grad_width(s);
-  if (bias_on && bw > 0) {
-    bias_backward_rows_kernel<<<T, kBiasThreads, 0, stream>>>(scratch.partials, scratch.dbias,
-                                                              make_bias_params(s, pe), bw);
-    CUDA_CHECK_LAUNCH();
-    if (s.pe == PeKind::kerple) {
-      reduce_rows_add(dpe.kerple_p, scratch.partials, T, bw, 0, NH, stream);
-      reduce_rows_add(dpe.kerple_a, scratch.partials, T, bw, NH, NH, stream);
-      if (!s.causal) {
-        reduce_rows_add(dpe.kerple_p_right, scratch.partials, T, bw, 2 * NH, NH, stream);
-        reduce_rows_add(dpe.kerple_a_right, scratch.partials, T, bw, 3 * NH, NH, stream);
-      }
-    } else if (s.pe == PeKind::t5) {
-      reduce_rows_add(dpe.t5_table, scratch.partials, T, bw, 0, kT5Buckets * NH, stream);
-    } else if (s.pe == PeKind::fire) {
-      const int DF = s.fire_width, side = fire_side_width(s);
-      for (int r = 0; r < (s.causal ? 1 : 2); ++r) {
-        const int base = r * side;
-        reduce_rows_add(r ? dpe.fire_fc1_weight_right : dpe.fire_fc1_weight, scratch.partials, T, bw, base,
-                        DF, stream);
-        reduce_rows_add(r ? dpe.fire_fc1_bias_right : dpe.fire_fc1_bias, scratch.partials, T, bw, base + DF,
-                        DF, stream);
-        reduce_rows_add(r ? dpe.fire_fc2_weight_right : dpe.fire_fc2_weight, scratch.partials, T, bw,
-                        base + 2 * DF, NH * DF, stream);
-        reduce_rows_add(r ? dpe.fire_fc2_bias_right : dpe.fire_fc2_bias, scratch.partials, T, bw,
-                        base + 2 * DF + NH * DF, NH, stream);
-      }
-      reduce_rows_add(dpe.fire_c, scratch.partials, T, bw, 2 * side, 1, stream);
-      reduce_rows_add(dpe.fire_lambda, scratch.partials, T, bw, 2 * side + 1, 1, stream);
-    }
-  }
-
-  // Step 3: scores to q and k, RoPE back, and the merge into dqkv.
-  dqk_kernel<<<blocks_for(bths, kThreads), kThreads, 0, stream>>>(scratch.dq, scratch.dk, g, saved.q, saved.k,
-                                                                  B, NH, T, HS, s.causal);
-  CUDA_CHECK_LAUNCH();
+  // Step 3: dq = ds k, dk = ds^T q (the 1/sqrt(HS) is in dscores_bf16), RoPE back, merge into dqkv.
+  batched_matmul(scratch.dq, true, HS, THS, {scratch.dscores_bf16, T, TT, false}, {saved.k, HS, THS, false},
+                 T, HS, T, batch, 1.0f, 0.0f, blas, stream);
+  batched_matmul(scratch.dk, true, HS, THS, {scratch.dscores_bf16, T, TT, true}, {saved.q, HS, THS, false}, T,
+                 HS, T, batch, 1.0f, 0.0f, blas, stream);
   merge_heads_rope_backward_kernel<<<blocks_for(bths, kThreads), kThreads, 0, stream>>>(
       as_device(dqkv), scratch.dq, scratch.dk, scratch.dv, s.rope_positions, B, T, NH, HS,
       s.pe == PeKind::rope);

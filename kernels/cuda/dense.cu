@@ -5,6 +5,7 @@
 
 #include <cmath>
 #include <string>
+#include <type_traits>
 
 #include "kernels/cuda/common.cuh"
 #include "kernels/cuda/dense.h"
@@ -18,6 +19,47 @@ void check_rows(const char* op, int N, int C) {
   if (N < 0 || C <= 0)
     throw Error(std::string(op) + ": expected N >= 0 rows of width > 0, got N = " + std::to_string(N) +
                 ", width " + std::to_string(C));
+}
+
+// kVec consecutive bf16 values as floats, and back: one 16-byte access for kVec = 8 (the address must be
+// 16-byte aligned), scalar accesses for kVec = 1. The row kernels below take kVec = 8 when the row length
+// is a multiple of 8 (rows then stay aligned), else 1.
+template <int kVec>
+__device__ inline void load_bf16(float* out, const __nv_bfloat16* p) {
+  if constexpr (kVec == 8) {
+    const uint4 v = *reinterpret_cast<const uint4*>(p);
+    const __nv_bfloat162* pairs = reinterpret_cast<const __nv_bfloat162*>(&v);
+#pragma unroll
+    for (int k = 0; k < 4; ++k) {
+      const float2 f = __bfloat1622float2(pairs[k]);
+      out[2 * k] = f.x, out[2 * k + 1] = f.y;
+    }
+  } else {
+    for (int k = 0; k < kVec; ++k) out[k] = __bfloat162float(p[k]);
+  }
+}
+template <int kVec>
+__device__ inline void store_bf16(__nv_bfloat16* p, const float* in) {
+  if constexpr (kVec == 8) {
+    uint4 v;
+    __nv_bfloat162* pairs = reinterpret_cast<__nv_bfloat162*>(&v);
+#pragma unroll
+    for (int k = 0; k < 4; ++k) pairs[k] = __floats2bfloat162_rn(in[2 * k], in[2 * k + 1]);
+    *reinterpret_cast<uint4*>(p) = v;
+  } else {
+    for (int k = 0; k < kVec; ++k) p[k] = __float2bfloat16_rn(in[k]);
+  }
+}
+
+// Calls launch(std::integral_constant<int, kVec>) with kVec = 8 when the row length n is a multiple of 8,
+// else 1 (see load_bf16), then checks the launch.
+template <typename Launch>
+void with_vector_width(int n, Launch&& launch) {
+  if (n % 8 == 0)
+    launch(std::integral_constant<int, 8>{});
+  else
+    launch(std::integral_constant<int, 1>{});
+  CUDA_CHECK_LAUNCH();
 }
 
 // out (n) bf16 = inp (n) fp32; one thread per element.
@@ -100,8 +142,10 @@ __global__ void layernorm_forward_warp_per_row(__nv_bfloat16* out, float* mean, 
   }
 }
 
-// dinp of the layernorm, one warp per row. With xhat = (x - mean) rstd and g = dout * weight:
+// dinp of the layernorm, one warp per row, kVec columns per access (load_bf16). With xhat = (x - mean) rstd
+// and g = dout * weight:
 //   dinp += rstd (g - mean(g) - xhat mean(g xhat)).
+template <int kVec>
 __global__ void layernorm_backward_dinp_warp_per_row(__nv_bfloat16* dinp, const __nv_bfloat16* dout,
                                                      const __nv_bfloat16* inp, const float* weight,
                                                      const float* mean, const float* rstd, int N, int C) {
@@ -112,16 +156,30 @@ __global__ void layernorm_backward_dinp_warp_per_row(__nv_bfloat16* dinp, const 
   __nv_bfloat16* dx = dinp + size_t(row) * C;
   const float m = mean[row], s = rstd[row];
   float g_sum = 0.0f, gx_sum = 0.0f;
-  for (int c = lane; c < C; c += 32) {
-    const float g = __bfloat162float(dy[c]) * weight[c];
-    g_sum += g;
-    gx_sum += g * (__bfloat162float(x[c]) - m) * s;
+  for (int c0 = lane * kVec; c0 < C; c0 += 32 * kVec) {
+    float xv[kVec], dyv[kVec];
+    load_bf16<kVec>(xv, x + c0);
+    load_bf16<kVec>(dyv, dy + c0);
+#pragma unroll
+    for (int e = 0; e < kVec; ++e) {
+      const float g = dyv[e] * weight[c0 + e];
+      g_sum += g;
+      gx_sum += g * (xv[e] - m) * s;
+    }
   }
   const float g_mean = warp_sum(g_sum) / C, gx_mean = warp_sum(gx_sum) / C;
-  for (int c = lane; c < C; c += 32) {
-    const float g = __bfloat162float(dy[c]) * weight[c];
-    const float xhat = (__bfloat162float(x[c]) - m) * s;
-    dx[c] = __float2bfloat16_rn(__bfloat162float(dx[c]) + s * (g - g_mean - xhat * gx_mean));
+  for (int c0 = lane * kVec; c0 < C; c0 += 32 * kVec) {
+    float xv[kVec], dyv[kVec], dxv[kVec];
+    load_bf16<kVec>(xv, x + c0);
+    load_bf16<kVec>(dyv, dy + c0);
+    load_bf16<kVec>(dxv, dx + c0);
+#pragma unroll
+    for (int e = 0; e < kVec; ++e) {
+      const float g = dyv[e] * weight[c0 + e];
+      const float xhat = (xv[e] - m) * s;
+      dxv[e] += s * (g - g_mean - xhat * gx_mean);
+    }
+    store_bf16<kVec>(dx + c0, dxv);
   }
 }
 
@@ -179,21 +237,34 @@ __global__ void scale_forward_kernel(__nv_bfloat16* out, const __nv_bfloat16* in
   if (i < n) out[i] = __float2bfloat16_rn(__bfloat162float(inp[i]) * factor);
 }
 
-// Row max and sum of exp(x - max) of one row of V, by the whole block; every thread gets both.
+// Row max and sum of exp(x - max) of one row of V, by the whole block (kVec columns per access); every
+// thread gets both.
 struct Normaliser {
   float max, sum;
 };
+template <int kVec>
 __device__ inline Normaliser softmax_normaliser(const __nv_bfloat16* x, int V) {
   float m = -INFINITY;
-  for (int v = threadIdx.x; v < V; v += blockDim.x) m = fmaxf(m, __bfloat162float(x[v]));
+  for (int v0 = threadIdx.x * kVec; v0 < V; v0 += blockDim.x * kVec) {
+    float xv[kVec];
+    load_bf16<kVec>(xv, x + v0);
+#pragma unroll
+    for (int e = 0; e < kVec; ++e) m = fmaxf(m, xv[e]);
+  }
   m = block_max(m);
   float sum = 0.0f;
-  for (int v = threadIdx.x; v < V; v += blockDim.x) sum += expf(__bfloat162float(x[v]) - m);
+  for (int v0 = threadIdx.x * kVec; v0 < V; v0 += blockDim.x * kVec) {
+    float xv[kVec];
+    load_bf16<kVec>(xv, x + v0);
+#pragma unroll
+    for (int e = 0; e < kVec; ++e) sum += expf(xv[e] - m);
+  }
   return {m, block_sum(sum)};
 }
 
-// One block per row n of the logits; thread k owns columns k, k + blockDim, ...
+// One block per row n of the logits; thread k owns the column groups k, k + blockDim, ... of kVec columns.
 // losses (N) fp32; logits (N,V) bf16.
+template <int kVec>
 __global__ void crossentropy_forward_block_per_row(float* losses, const __nv_bfloat16* logits,
                                                    const int32_t* targets, int V) {
   const int n = blockIdx.x, t = targets[n];
@@ -202,26 +273,34 @@ __global__ void crossentropy_forward_block_per_row(float* losses, const __nv_bfl
     return;
   }
   const __nv_bfloat16* x = logits + size_t(n) * V;
-  const Normaliser z = softmax_normaliser(x, V);
+  const Normaliser z = softmax_normaliser<kVec>(x, V);
   if (threadIdx.x == 0) losses[n] = logf(z.sum) + z.max - __bfloat162float(x[t]);
 }
 
 // In place is safe: the block's reductions end with barriers, so the whole row has been read before the
 // first write, and each element is then read and written by the same thread.
+template <int kVec>
 __global__ void crossentropy_backward_block_per_row(__nv_bfloat16* dlogits, const __nv_bfloat16* logits,
                                                     const int32_t* targets, float dloss, int V) {
   const int n = blockIdx.x, t = targets[n];
   __nv_bfloat16* dx = dlogits + size_t(n) * V;
   if (t < 0) {
-    for (int v = threadIdx.x; v < V; v += blockDim.x) dx[v] = __float2bfloat16_rn(0.0f);
+    const float zeros[kVec] = {};
+    for (int v0 = threadIdx.x * kVec; v0 < V; v0 += blockDim.x * kVec) store_bf16<kVec>(dx + v0, zeros);
     return;
   }
   const __nv_bfloat16* x = logits + size_t(n) * V;
-  const Normaliser z = softmax_normaliser(x, V);
+  const Normaliser z = softmax_normaliser<kVec>(x, V);
   const float scale = dloss / z.sum;
-  for (int v = threadIdx.x; v < V; v += blockDim.x) {
-    const float p_scaled = expf(__bfloat162float(x[v]) - z.max) * scale;
-    dx[v] = __float2bfloat16_rn(v == t ? p_scaled - dloss : p_scaled);
+  for (int v0 = threadIdx.x * kVec; v0 < V; v0 += blockDim.x * kVec) {
+    float xv[kVec];
+    load_bf16<kVec>(xv, x + v0);
+#pragma unroll
+    for (int e = 0; e < kVec; ++e) {
+      const float p_scaled = expf(xv[e] - z.max) * scale;
+      xv[e] = v0 + e == t ? p_scaled - dloss : p_scaled;
+    }
+    store_bf16<kVec>(dx + v0, xv);
   }
 }
 
@@ -274,9 +353,11 @@ void layernorm_backward(bf16* dinp, float* dweight, float* dbias, const bf16* do
   check_rows("layernorm_backward", N, C);
   if (N == 0) return;
   const int rows_per_block = kThreads / 32;
-  layernorm_backward_dinp_warp_per_row<<<blocks_for(N, rows_per_block), kThreads, 0, stream>>>(
-      as_device(dinp), as_device(dout), as_device(inp), weight, mean, rstd, N, C);
-  CUDA_CHECK_LAUNCH();
+  with_vector_width(C, [&](auto vec) {
+    layernorm_backward_dinp_warp_per_row<decltype(vec)::value>
+        <<<blocks_for(N, rows_per_block), kThreads, 0, stream>>>(as_device(dinp), as_device(dout),
+                                                                 as_device(inp), weight, mean, rstd, N, C);
+  });
   layernorm_backward_params_column_tile<<<blocks_for(C, 32), dim3(32, 32), 0, stream>>>(
       dweight, dbias, as_device(dout), as_device(inp), mean, rstd, N, C);
   CUDA_CHECK_LAUNCH();
@@ -315,17 +396,20 @@ void crossentropy_forward(float* losses, const bf16* logits, const int32_t* targ
                           Stream stream) {
   check_rows("crossentropy_forward", N, V);
   if (N == 0) return;
-  crossentropy_forward_block_per_row<<<N, 512, 0, stream>>>(losses, as_device(logits), targets, V);
-  CUDA_CHECK_LAUNCH();
+  with_vector_width(V, [&](auto vec) {
+    crossentropy_forward_block_per_row<decltype(vec)::value>
+        <<<N, 512, 0, stream>>>(losses, as_device(logits), targets, V);
+  });
 }
 
 void crossentropy_backward(bf16* dlogits, const bf16* logits, const int32_t* targets, float dloss, int N,
                            int V, Stream stream) {
   check_rows("crossentropy_backward", N, V);
   if (N == 0) return;
-  crossentropy_backward_block_per_row<<<N, 512, 0, stream>>>(as_device(dlogits), as_device(logits), targets,
-                                                             dloss, V);
-  CUDA_CHECK_LAUNCH();
+  with_vector_width(V, [&](auto vec) {
+    crossentropy_backward_block_per_row<decltype(vec)::value>
+        <<<N, 512, 0, stream>>>(as_device(dlogits), as_device(logits), targets, dloss, V);
+  });
 }
 
 }  // namespace dape::kernels::cuda

@@ -27,6 +27,7 @@
 
 struct CUstream_st;      // cudaStream_t is CUstream_st*
 struct cublasLtContext;  // cublasLtHandle_t is cublasLtContext*
+struct cublasContext;    // cublasHandle_t is cublasContext*
 
 namespace dape::kernels::cuda {
 
@@ -71,8 +72,9 @@ void layernorm_backward(bf16* dinp, float* dweight, float* dbias, const bf16* do
                         const float* weight, const float* mean, const float* rstd, int N, int C,
                         Stream stream);
 
-// Blas: a cuBLASLt handle and its workspace (32 MiB) on the current device, for the matmul ops. Use one per
-// stream: two streams sharing a workspace race. Not copyable; throws dape::Error if creation fails.
+// Blas: a cuBLASLt handle and its workspace (32 MiB) for the linear layers, and a cuBLAS handle for the
+// attention core's batched matmuls, on the current device. Use one per stream: two streams sharing a
+// workspace race. Not copyable; throws dape::Error if creation fails.
 class Blas {
  public:
   Blas();
@@ -80,14 +82,36 @@ class Blas {
   Blas(const Blas&) = delete;
   Blas& operator=(const Blas&) = delete;
   cublasLtContext* handle() const { return handle_; }
+  cublasContext* batched_handle() const { return batched_handle_; }
   void* workspace() const { return workspace_; }
   size_t workspace_bytes() const { return workspace_bytes_; }
 
  private:
   cublasLtContext* handle_ = nullptr;
+  cublasContext* batched_handle_ = nullptr;
   void* workspace_ = nullptr;
   size_t workspace_bytes_ = 32u << 20;
 };
+
+// One operand of batched_matmul: problem p reads the row-major matrix at data + p * stride (elements), rows
+// ld elements apart; bf16, or fp32 when fp32 is set.
+struct BatchedOperand {
+  const void* data;
+  int ld;
+  long long stride;
+  bool transposed;  // the stored matrix is the operand's transpose
+  bool fp32 = false;
+};
+
+// batched_matmul: for p < batch, C_p (M,N) = alpha op(A_p) op(B_p) + beta C_p, row-major, where op(A_p) is
+// (M,K) (stored (K,M) when a.transposed) and op(B_p) is (K,N) (stored (N,K) when b.transposed). A and B
+// both bf16 (C fp32 when c_fp32, else bf16) or both fp32 (C fp32, computed in fp32 without TF32), with
+// leading dimension ldc and batch stride stride_c; fp32 accumulation. The attention core's score, value and
+// gradient products (cublasGemmStridedBatchedEx, any leading dimension; tensor cores for bf16 when the
+// rows are 16-byte aligned).
+void batched_matmul(void* c, bool c_fp32, int ldc, long long stride_c, const BatchedOperand& a,
+                    const BatchedOperand& b, int M, int N, int K, int batch, float alpha, float beta,
+                    const Blas& blas, Stream stream);
 
 // matmul_forward: out = inp @ weight^T + bias (PyTorch Linear layout), bf16 inputs, fp32 accumulation, the
 // bias added in the cuBLASLt epilogue. out (N,OC) bf16 written; inp (N,C) bf16; weight (OC,C) bf16 copy;

@@ -2,6 +2,7 @@
 // bias-gradient kernel. Row-major buffers are handed to the column-major cuBLASLt as their transposes:
 // a row-major (R,K) matrix is a column-major (K,R) one with leading dimension K.
 #include <cublasLt.h>
+#include <cublas_v2.h>
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
@@ -104,11 +105,41 @@ Blas::Blas() {
     cublasLtDestroy(handle_);
     CUDA_CHECK(err);
   }
+  cublasHandle_t batched = nullptr;
+  const cublasStatus_t status = cublasCreate(&batched);
+  if (status != CUBLAS_STATUS_SUCCESS) {
+    cudaFree(workspace_);
+    cublasLtDestroy(handle_);
+    CUBLAS_CHECK(status);
+  }
+  batched_handle_ = batched;
 }
 
 Blas::~Blas() {
+  cublasDestroy(batched_handle_);
   cudaFree(workspace_);
   cublasLtDestroy(handle_);
+}
+
+// Row-major C = op(A) op(B) is column-major C^T = op(B)^T op(A)^T: cuBLAS gets B first, and a row-major
+// stored matrix is its own transpose in column-major, so each operand's op is T exactly when it is stored
+// transposed.
+void batched_matmul(void* c, bool c_fp32, int ldc, long long stride_c, const BatchedOperand& a,
+                    const BatchedOperand& b, int M, int N, int K, int batch, float alpha, float beta,
+                    const Blas& blas, Stream stream) {
+  if (M < 0 || N < 0 || K < 0 || batch < 0)
+    throw Error("batched_matmul: expected non-negative sizes, got M = " + std::to_string(M) + ", N = " +
+                std::to_string(N) + ", K = " + std::to_string(K) + ", batch = " + std::to_string(batch));
+  if (a.fp32 != b.fp32 || (a.fp32 && !c_fp32))
+    throw Error("batched_matmul: A and B must both be bf16 or both fp32, and an fp32 product writes fp32");
+  if (M == 0 || N == 0 || batch == 0) return;
+  const cudaDataType_t in = a.fp32 ? CUDA_R_32F : CUDA_R_16BF;
+  cublasHandle_t handle = blas.batched_handle();
+  CUBLAS_CHECK(cublasSetStream(handle, stream));
+  CUBLAS_CHECK(cublasGemmStridedBatchedEx(
+      handle, b.transposed ? CUBLAS_OP_T : CUBLAS_OP_N, a.transposed ? CUBLAS_OP_T : CUBLAS_OP_N, N, M, K,
+      &alpha, b.data, in, b.ld, b.stride, a.data, in, a.ld, a.stride, &beta, c,
+      c_fp32 ? CUDA_R_32F : CUDA_R_16BF, ldc, stride_c, batch, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
 }
 
 // out^T (OC,N) = weight (C,OC as stored)^T inp^T (C,N), column-major.
