@@ -187,7 +187,7 @@ TrainingData training_data(const RunConfig& config) {
     const int n = tasks::sample_length(data_seed, uint64_t(step), che.min_length, che.max_length);
     fill_batch(task, n, data_seed, uint64_t(step), uint64_t(micro) * t.micro_batch, t.micro_batch, batch);
   };
-  data.evaluate = [config](model::GPT<float>& gpt) {
+  data.evaluate = [config](model::GPT<float>& gpt, Trainer&) {
     const CheConfig& che = config.che;
     // Eight lengths spread over the training range, both ends included.
     std::vector<int> lengths;

@@ -87,20 +87,34 @@ std::vector<int32_t> random_tokens(Rng& rng, size_t count, int n) {
   return out;
 }
 
-// Evaluation at batch 1 on the CPU (GPT<float>::evaluate, memory linear in T): one untimed call, then one
-// timed, as torch_ref.py's eval_bench.
-void bench_evaluation_cpu(model::GPT<float>& gpt, const std::vector<int>& lengths, Rng& rng) {
-  const model::ModelConfig& m = gpt.config();
+// Evaluation at batch 1 through the trainer (GPT<float>::evaluate or GPTCuda::evaluate, memory linear in
+// T): one untimed call, then one timed, as torch_ref.py's eval_bench. On cuda the memory is what the
+// evaluation buffers (sized for the longest length so far) added to the device memory in use; the model's
+// own is on the train line.
+void bench_evaluation(Trainer& trainer, const model::ModelConfig& m, bool cuda,
+                      const std::vector<int>& lengths, Rng& rng) {
+  const size_t memory_before = trainer.device_memory_in_use();  // the evaluation buffers only grow
   for (int T : lengths) {
     const std::vector<int32_t> inputs = random_tokens(rng, size_t(T), m.vocab_size),
                                targets = random_tokens(rng, size_t(T), m.outputs());
     std::vector<float> losses(static_cast<size_t>(T));
-    gpt.evaluate(inputs.data(), targets.data(), 1, T, losses.data());
+    trainer.evaluate(inputs.data(), targets.data(), 1, T, losses.data());
+    trainer.synchronize();
     const auto t0 = Clock::now();
-    gpt.evaluate(inputs.data(), targets.data(), 1, T, losses.data());
+    const float loss = trainer.evaluate(inputs.data(), targets.data(), 1, T, losses.data());
+    trainer.synchronize();
     const double s = seconds_since(t0);
-    std::printf("eval cpu | pe %s | 1 x %d | %.1f ms | %s tokens/s | peak RSS %.2f GiB\n",
-                model::to_string(m.pe).c_str(), T, s * 1e3, format_rate(T / s).c_str(), peak_rss_gib());
+    if (!std::isfinite(loss))
+      throw Error("dape bench: the evaluation loss at T = " + std::to_string(T) + " is not finite");
+    char memory[96];
+    const size_t memory_after = trainer.device_memory_in_use();
+    if (cuda)
+      std::snprintf(memory, sizeof memory, "evaluation buffers %.2f GiB",
+                    double(memory_after > memory_before ? memory_after - memory_before : 0) / kGiB);
+    else
+      std::snprintf(memory, sizeof memory, "peak RSS %.2f GiB", peak_rss_gib());
+    std::printf("eval %s | pe %s | 1 x %d | %.1f ms | %s tokens/s | loss %.3f | %s\n", cuda ? "cuda" : "cpu",
+                model::to_string(m.pe).c_str(), T, s * 1e3, format_rate(T / s).c_str(), loss, memory);
   }
 }
 
@@ -174,16 +188,7 @@ void run_bench(const BenchRequest& r) {
   }
   std::printf("%s%s\n", line.c_str(), buf);
 
-  if (!eval_lengths.empty()) {
-    if (cuda) {
-      std::printf(
-          "eval cuda | pe %s | T = %s: not measured: evaluation is not on the GPU yet (dape bench "
-          "--device cpu times the CPU evaluation)\n",
-          model::to_string(m.pe).c_str(), r.eval_lengths.c_str());
-    } else {
-      bench_evaluation_cpu(gpt, eval_lengths, rng);
-    }
-  }
+  bench_evaluation(*trainer, m, cuda, eval_lengths, rng);
   std::fflush(stdout);
 }
 
@@ -208,7 +213,7 @@ void add_bench_command(CLI::App& app) {
   cmd->add_option("--steps", request->steps, "timed steps; the median is reported")->capture_default_str();
   cmd->add_option("--warmup", request->warmup, "untimed steps first")->capture_default_str();
   cmd->add_option("--eval-lengths", request->eval_lengths,
-                  "also time the evaluation forward at batch 1 for these lengths, e.g. 2048,8192 (cpu only)");
+                  "also time the evaluation forward at batch 1 for these lengths, e.g. 2048,8192,16384");
   cmd->callback([request] { run_bench(*request); });
 }
 

@@ -36,6 +36,7 @@ struct EvalOptions {
   int64_t batches = 16;
   int last = 256;
   std::string json_out, plot_out, tokenizer;
+  std::string device = "auto";
 };
 
 struct ModelResults {
@@ -165,10 +166,17 @@ void run_eval(const EvalOptions& o) {
   int64_t done = 0;
   for (size_t m = 0; m < loaded.size(); ++m) {
     ModelResults results{o.checkpoints[m], model::to_string(loaded[m].config.pe), {}};
+    std::string device_name;
+    const Device device = o.device == "cpu"    ? Device::cpu
+                          : o.device == "cuda" ? Device::cuda
+                                               : Device::automatic;
+    const Evaluator evaluate = make_evaluator(*loaded[m].gpt, device, &device_name);
+    std::printf("  %s: evaluating on %s\n", model_label(results.pe, results.path).c_str(),
+                device_name.c_str());
     for (int L : o.lengths) {
       progress.set_done_before(done, results.pe + " L=" + std::to_string(L));
-      results.lengths.push_back(evaluate_length(*loaded[m].gpt, *data, L, windows[L], o.last,
-                                                [&](int64_t d) { progress.update(d); }));
+      results.lengths.push_back(
+          evaluate_length(evaluate, *data, L, windows[L], o.last, [&](int64_t d) { progress.update(d); }));
       done += windows[L] * L;
       const LengthResult& r = results.lengths.back();
       progress.clear();
@@ -210,6 +218,11 @@ void add_eval_command(CLI::App& app) {
   cmd->add_option("--json", o->json_out, "write the results here")->required();
   cmd->add_option("--plot", o->plot_out,
                   "draw perplexity against length here (PNG, needs python3-matplotlib)");
+  cmd->add_option("--device", o->device,
+                  "cpu, cuda (one GPU, bf16, the attention in blocks of queries: memory linear in L) or auto "
+                  "(cuda when a GPU is usable and runs the model)")
+      ->check(CLI::IsMember({"cpu", "cuda", "auto"}))
+      ->capture_default_str();
   cmd->add_option("--tokenizer", o->tokenizer, "tokenizer of a text file --data (default byte)")
       ->check(CLI::IsMember({"byte", "gpt2"}));
   cmd->footer(

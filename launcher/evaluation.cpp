@@ -66,8 +66,8 @@ int scored_positions(int L, int last) {
   return last <= 0 || L <= last ? L : last;
 }
 
-LengthResult evaluate_length(model::GPT<float>& gpt, const data::WindowSource& data, int L, int64_t windows,
-                             int last, const std::function<void(int64_t)>& progress) {
+LengthResult evaluate_length(const Evaluator& evaluate, const data::WindowSource& data, int L,
+                             int64_t windows, int last, const std::function<void(int64_t)>& progress) {
   const auto start = std::chrono::steady_clock::now();
   const int K = scored_positions(L, last);
   const int B = static_cast<int>(std::clamp<int64_t>(kTokensPerCall / L, 1, windows));
@@ -78,7 +78,7 @@ LengthResult evaluate_length(model::GPT<float>& gpt, const data::WindowSource& d
     const int nb = static_cast<int>(std::min<int64_t>(B, windows - w0));
     for (int b = 0; b < nb; ++b)
       data.eval_window(inputs.data() + size_t(b) * L, targets.data() + size_t(b) * L, w0 + b, L);
-    gpt.evaluate(inputs.data(), targets.data(), nb, L, losses.data());
+    evaluate(inputs.data(), targets.data(), nb, L, losses.data());
     for (int b = 0; b < nb; ++b)
       for (int t = L - K; t < L; ++t) sum += losses[size_t(b) * L + t];
     if (progress) progress((w0 + nb) * int64_t(L));

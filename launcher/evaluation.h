@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "data/data.h"
+#include "launcher/trainer.h"  // Evaluator
 #include "model/gpt.h"
 
 namespace dape::launcher {
@@ -41,9 +42,11 @@ struct LengthResult {
   double seconds = 0;
 };
 
-// Evaluates the first `windows` windows of length L with GPT::evaluate (memory linear in L), several
-// windows per call when L is short. progress(tokens done) is called after every call.
-LengthResult evaluate_length(model::GPT<float>& gpt, const data::WindowSource& data, int L, int64_t windows,
-                             int last, const std::function<void(int64_t)>& progress = nullptr);
+// Evaluates the first `windows` windows of length L with `evaluate` (GPT::evaluate or GPTCuda::evaluate:
+// memory linear in L), several windows per call when L is short. progress(tokens done) is called after
+// every call.
+LengthResult evaluate_length(const Evaluator& evaluate, const data::WindowSource& data, int L,
+                             int64_t windows, int last,
+                             const std::function<void(int64_t)>& progress = nullptr);
 
 }  // namespace dape::launcher

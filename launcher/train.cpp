@@ -73,8 +73,9 @@ std::string timestamp() {
   return buf;
 }
 
-// Mean loss over the first min(64, windows) evaluation windows, in batches of up to B.
-double validation_loss(model::GPT<float>& gpt, const data::WindowSource& windows, int B, int64_t* n_windows) {
+// Mean loss over the first min(64, windows) evaluation windows, in batches of up to B, on the trainer's
+// device.
+double validation_loss(Trainer& trainer, const data::WindowSource& windows, int B, int64_t* n_windows) {
   const int T = windows.seq_len();
   const int64_t n = std::min<int64_t>(kMaxEvalWindows, windows.num_windows());
   std::vector<int32_t> inputs(static_cast<size_t>(B) * T), targets(inputs.size());
@@ -85,7 +86,7 @@ double validation_loss(model::GPT<float>& gpt, const data::WindowSource& windows
     for (int b = 0; b < nb; ++b)
       windows.eval_window(inputs.data() + static_cast<size_t>(b) * T,
                           targets.data() + static_cast<size_t>(b) * T, w0 + b);
-    sum += static_cast<double>(gpt.evaluate(inputs.data(), targets.data(), nb, T, losses.data())) * nb;
+    sum += static_cast<double>(trainer.evaluate(inputs.data(), targets.data(), nb, T, losses.data())) * nb;
   }
   *n_windows = n;
   return sum / static_cast<double>(n);
@@ -319,7 +320,7 @@ void run_training(const RunConfig& config, const std::string& command, const std
   // nothing).
   if (resumed.progress.step < t.steps) save(t.steps);
 
-  const FinalEvaluation final_eval = data.evaluate(gpt);
+  const FinalEvaluation final_eval = data.evaluate(gpt, *trainer);
   logger.log_final(final_eval.record, final_eval.line);
   write_weights(fs::path(run_dir) / "model.h5", gpt);
   checkpointer.finish();
@@ -355,9 +356,9 @@ void train(const TrainRequest& request) {
     batch.cursor =
         train_windows->train_batch(batch.inputs.data(), batch.targets.data(), batch.B, t.seed, batch.cursor);
   };
-  training.evaluate = [&](model::GPT<float>& gpt) {
+  training.evaluate = [&](model::GPT<float>&, Trainer& trainer) {
     int64_t n_val = 0;
-    const double val_loss = validation_loss(gpt, *val_windows, t.micro_batch, &n_val);
+    const double val_loss = validation_loss(trainer, *val_windows, t.micro_batch, &n_val);
     if (!std::isfinite(val_loss))
       throw Error(fmt::format("validation loss = {} is not finite after training", val_loss));
     return FinalEvaluation{

@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "launcher/config.h"
+#include "launcher/trainer.h"
 #include "model/gpt.h"
 
 namespace dape::launcher {
@@ -57,7 +58,8 @@ struct TrainingData {
   int64_t num_windows = 1;             // the cursor's domain, checked on resume
   // Fills micro-batch `micro` (0-based) of optimizer step `step` (1-based); advances batch.cursor.
   std::function<void(int step, int micro, MicroBatch& batch)> next;
-  std::function<FinalEvaluation(model::GPT<float>& gpt)> evaluate;
+  // After the final download: gpt is the host model (up to date), trainer the device that trained it.
+  std::function<FinalEvaluation(model::GPT<float>& gpt, Trainer& trainer)> evaluate;
 };
 
 // The training loop shared by `dape train` and `dape che train`: builds the model, resumes from
@@ -66,9 +68,10 @@ struct TrainingData {
 // data.evaluate, and writes model.h5. The config must be validated and run_dir chosen (choose_run_dir)
 // before. With train.device = cuda (or auto on a GPU) the GPU trains and every checkpoint downloads the
 // parameters and AdamW moments into the host GPT<float> and AdamW<float> it is written from; data.evaluate
-// runs on that host GPT<float> on the CPU, after the final download. (With model.randomized_positions the
-// final val_loss of `dape train` then draws its positions from the host model's own noise stream, not from
-// the one the CPU run's last step left, so it differs a little between devices.)
+// runs after the final download: `dape train`'s validation on the trainer's device, `dape che train`'s on
+// the host GPT<float>. (With model.randomized_positions a GPU's val_loss draws its positions from the GPU
+// model's noise stream, not from the one a CPU run's last step left, so it differs a little between
+// devices.)
 void run_training(const RunConfig& config, const std::string& command, const std::string& run_dir,
                   TrainingData& data);
 

@@ -25,6 +25,10 @@ class CpuTrainer final : public Trainer {
     return model::clip_grad_norm(gpt_.grads(), gpt_.num_parameters(), max_norm);
   }
   void adamw_step(double lr) override { adamw_.step(gpt_.params(), gpt_.grads(), lr); }
+  float evaluate(const int32_t* inputs, const int32_t* targets, int B, int T,
+                 float* position_losses) override {
+    return gpt_.evaluate(inputs, targets, B, T, position_losses);
+  }
   void project_kerple() override { launcher::project_kerple(gpt_); }
   void download() override {}
   void synchronize() override {}
@@ -51,7 +55,28 @@ std::unique_ptr<Trainer> make_cuda_trainer(model::GPT<float>&, model::AdamW<floa
                                            int) {
   throw Error("cannot train on CUDA: this dape was built without CUDA; rebuild it with cmake -DDAPE_CUDA=ON");
 }
+
+Evaluator make_cuda_evaluator(model::GPT<float>&, std::string*) {
+  throw Error(
+      "cannot evaluate on CUDA: this dape was built without CUDA; rebuild it with cmake -DDAPE_CUDA=ON");
+}
 #endif
+
+Evaluator make_evaluator(model::GPT<float>& gpt, Device device, std::string* device_name) {
+  std::string why;
+  if (device != Device::cpu && (device == Device::cuda || cuda_usable(&why))) {
+    try {
+      return make_cuda_evaluator(gpt, device_name);
+    } catch (const ConfigError& e) {
+      if (device == Device::cuda) throw;
+      why = e.what();  // a model the GPU cannot run: auto evaluates it on the CPU
+    }
+  }
+  *device_name = device == Device::cpu ? "cpu" : "cpu (auto: " + why + ")";
+  return [&gpt](const int32_t* inputs, const int32_t* targets, int B, int T, float* position_losses) {
+    return gpt.evaluate(inputs, targets, B, T, position_losses);
+  };
+}
 
 std::unique_ptr<Trainer> make_trainer(const RunConfig& config, model::GPT<float>& gpt,
                                       model::AdamW<float>& adamw, std::vector<std::string>* log) {
@@ -60,8 +85,7 @@ std::unique_ptr<Trainer> make_trainer(const RunConfig& config, model::GPT<float>
   if (t.device != Device::cpu && (t.device == Device::cuda || cuda_usable(&why))) {
     try {
       std::unique_ptr<Trainer> trainer = make_cuda_trainer(gpt, adamw, t, t.micro_batch, t.seq_len);
-      log->push_back("device: " + trainer->device_name() + " (train.device = " + to_string(t.device) +
-                     "); the final evaluation runs on the CPU");
+      log->push_back("device: " + trainer->device_name() + " (train.device = " + to_string(t.device) + ")");
       return trainer;
     } catch (const ConfigError& e) {
       if (t.device == Device::cuda) throw;

@@ -6,14 +6,15 @@
 // A Trainer works on a host model and optimizer that the caller owns: the CPU trainer trains them in place;
 // the CUDA trainer uploads their parameters, AdamW moments and step count when it is made and writes its own
 // back into them on download(). So the host pair is what checkpoints are written from and resumed into
-// (the files do not depend on the device, and a run can move between devices), and what the final
-// evaluation reads (GPT<float>::evaluate on the CPU; evaluation is not on the GPU yet).
+// (the files do not depend on the device, and a run can move between devices). evaluate() runs on the
+// trainer's device with the parameters trained so far.
 //
 // Free of CUDA headers: the CUDA trainer lives in trainer_cuda.cpp, compiled only with DAPE_HAVE_CUDA.
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -44,6 +45,10 @@ class Trainer {
   virtual double clip_grad_norm(double max_norm) = 0;
   // One AdamW update with this learning rate.
   virtual void adamw_step(double lr) = 0;
+  // The evaluation forward (GPT<float>::evaluate or GPTCuda::evaluate: no backward, memory linear in T, any
+  // B and T) with the current parameters: position_losses (B*T) written, returns the mean loss.
+  virtual float evaluate(const int32_t* inputs, const int32_t* targets, int B, int T,
+                         float* position_losses) = 0;
   // train.kerple_project: every stored Kerple p, a to >= kernels::kKerpleMin (project_kerple). On the GPU a
   // round trip of the parameters through the host, so it costs two copies of them per step.
   virtual void project_kerple() = 0;
@@ -72,6 +77,18 @@ std::unique_ptr<Trainer> make_cuda_trainer(model::GPT<float>& gpt, model::AdamW<
 // Whether this build has CUDA and the runtime reports a device; if not, *why says why (the build, or the
 // cuda_device_count reason).
 bool cuda_usable(std::string* why);
+
+// The evaluation forward of gpt's parameters on a device, for `dape eval`: GPT<float>::evaluate's contract
+// (position_losses (B*T) written, the mean loss returned).
+using Evaluator =
+    std::function<float(const int32_t* inputs, const int32_t* targets, int B, int T, float* position_losses)>;
+// cpu: gpt.evaluate itself. cuda: model::GPTCuda::evaluate with gpt's parameters uploaded once (throws
+// ConfigError for a model the GPU cannot run, dape::Error without a usable device). auto: cuda when a
+// device is usable and the model runs on it, else cpu. *device_name says which ran and, for auto on the
+// CPU, why.
+Evaluator make_evaluator(model::GPT<float>& gpt, Device device, std::string* device_name);
+// The cuda case of make_evaluator (throws in a build without CUDA).
+Evaluator make_cuda_evaluator(model::GPT<float>& gpt, std::string* device_name);
 
 // The trainer of train.device for config.train's B and T: cpu; cuda (validate() checked that a device is
 // usable); or auto: cuda when a device is usable and the model runs on it, else cpu. Appends one line to

@@ -1,6 +1,7 @@
 // The CUDA trainer (launcher/trainer.h): model::GPTCuda behind the Trainer interface. Compiled only with
 // -DDAPE_CUDA=ON (launcher/CMakeLists.txt); includes no CUDA header.
 #include <algorithm>
+#include <memory>
 
 #include "kernels/cuda/buffer.h"
 #include "kernels/cuda/device.h"
@@ -35,6 +36,10 @@ class CudaTrainer final : public Trainer {
   void backward(float loss_scale) override { gpt_.backward(loss_scale); }
   double clip_grad_norm(double max_norm) override { return gpt_.clip_grad_norm(max_norm); }
   void adamw_step(double lr) override { gpt_.adamw_step(lr); }
+  float evaluate(const int32_t* inputs, const int32_t* targets, int B, int T,
+                 float* position_losses) override {
+    return gpt_.evaluate(inputs, targets, B, T, position_losses);
+  }
   void project_kerple() override {
     std::vector<float> params = gpt_.download_parameters();
     launcher::project_kerple(gpt_.parameter_table(), params.data());
@@ -71,6 +76,15 @@ bool cuda_usable(std::string* why) {
 std::unique_ptr<Trainer> make_cuda_trainer(model::GPT<float>& gpt, model::AdamW<float>& adamw,
                                            const TrainConfig& t, int B, int T) {
   return std::make_unique<CudaTrainer>(gpt, adamw, t, B, T);
+}
+
+Evaluator make_cuda_evaluator(model::GPT<float>& gpt, std::string* device_name) {
+  auto device = std::make_shared<model::GPTCuda>(gpt.config());
+  device->upload_parameters(gpt);
+  *device_name = "cuda (" + kernels::cuda_device_name(0) + ")";
+  return [device](const int32_t* inputs, const int32_t* targets, int B, int T, float* position_losses) {
+    return device->evaluate(inputs, targets, B, T, position_losses);
+  };
 }
 
 }  // namespace dape::launcher
