@@ -1,6 +1,6 @@
-// comm: how work is split across processes. Owns the size-splitting helper and the plain shard
-// descriptor that the model exports and checkpoint consumes. May include: the standard library only.
-// Later: MPI bootstrap, process groups, collectives (CPU MPI, GPU NCCL).
+// comm: how work is split across processes. This header owns the size-splitting helper and the plain shard
+// descriptor that the model exports and checkpoint consumes (standard library only); process_group.h owns
+// the processes themselves: MPI start-up, process groups on the TP x DP grid and the CPU collectives.
 #pragma once
 
 #include <cstdint>

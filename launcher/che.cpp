@@ -185,7 +185,8 @@ TrainingData training_data(const RunConfig& config) {
                   t.micro_batch * t.grad_accum)};
   data.next = [task, data_seed, t, che](int step, int micro, MicroBatch& batch) {
     const int n = tasks::sample_length(data_seed, uint64_t(step), che.min_length, che.max_length);
-    fill_batch(task, n, data_seed, uint64_t(step), uint64_t(micro) * t.micro_batch, t.micro_batch, batch);
+    const uint64_t first = (uint64_t(micro) * batch.ranks + batch.rank) * t.micro_batch;
+    fill_batch(task, n, data_seed, uint64_t(step), first, t.micro_batch, batch);
   };
   data.evaluate = [config](model::GPT<float>& gpt, Trainer&) {
     const CheConfig& che = config.che;

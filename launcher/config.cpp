@@ -282,10 +282,18 @@ std::vector<ConfigKey> build_schema() {
           "checkpoints kept (older ones are removed once a new one is complete); 0: keep all; >= 0"),
       device_key(
           "train.device", [](RunConfig& c) -> Device& { return c.train.device; },
-          "where to train: cpu; cuda (one GPU; needs a CUDA build and a usable device; the final evaluation "
-          "then runs on the CPU with the downloaded weights); auto (cuda where the GPU can run the model, "
-          "else cpu; logs which). Checkpoints are the same files on both, so a run can resume on the other "
-          "device"),
+          "where to train: cpu; cuda (one GPU per process; needs a CUDA build and a usable device); auto "
+          "(cuda where the GPU can run the model, else cpu; logs which). Checkpoints are the same files on "
+          "both, so a run can resume on the other device"),
+      int_key(
+          "parallel.dp", [](RunConfig& c) -> int& { return c.parallel.dp; },
+          "data-parallel ranks of a job started by mpirun or srun (each reads its own micro-batches of "
+          "train.micro_batch sequences; gradients are averaged over them, so the step equals one process "
+          "with dp x train.micro_batch); 0: every process of the job; must equal the job's process count"),
+      number_key(
+          "parallel.timeout_s", [](RunConfig& c) -> double& { return c.parallel.timeout_s; },
+          "seconds a collective may take before the job is aborted with a message naming the rank and the "
+          "operation (a dead or stuck peer); 0: wait forever"),
       string_key(
           "data.train", [](RunConfig& c) -> std::string& { return c.data.train; },
           "training text file, or a directory from `dape prepare` (its train split) (required); relative to "
@@ -538,6 +546,11 @@ void validate(const RunConfig& config) {
 
 void validate_training(const RunConfig& config) {
   const TrainConfig& t = config.train;
+  if (config.parallel.dp < 0)
+    fail("parallel.dp", std::to_string(config.parallel.dp), "expected an integer >= 0 (0: every process)");
+  if (!(config.parallel.timeout_s >= 0))
+    fail("parallel.timeout_s", format_number(config.parallel.timeout_s),
+         "expected seconds >= 0 (0: no limit)");
   check_positive("train.seq_len", t.seq_len, "tokens per training window");
   check_positive("train.micro_batch", t.micro_batch, "sequences per micro-batch");
   check_positive("train.grad_accum", t.grad_accum, "micro-batches per optimizer step");

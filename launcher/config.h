@@ -59,11 +59,18 @@ struct CheConfig {
   uint64_t eval_seed = 1;  // the evaluation instances and the model's randomized positions
 };
 
+// The parallel.* keys: how the processes of a job started by mpirun or srun share the training.
+struct ParallelConfig {
+  int dp = 0;                // data-parallel ranks; 0: every process of the job
+  double timeout_s = 300.0;  // a collective that takes longer aborts the job; 0: never
+};
+
 struct RunConfig {
   model::ModelConfig model;
   TrainConfig train;
   DataConfig data;
   CheConfig che;
+  ParallelConfig parallel;
 };
 
 enum class ValueType { integer, number, boolean, string, choice };

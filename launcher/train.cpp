@@ -12,8 +12,10 @@
 #include <fstream>
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <optional>
 
 #include "checkpoint/checkpoint.h"
+#include "comm/process_group.h"
 #include "data/data.h"
 #include "kernels/error.h"
 #include "kernels/positional.h"
@@ -36,17 +38,22 @@ double seconds_since(Clock::time_point t0) {
 }
 
 // metrics.jsonl: one JSON object per line, flushed at once so a crash loses no logged step. Appends: a
-// resumed run continues the file (truncate_metrics cut it at the checkpoint's step).
+// resumed run continues the file (truncate_metrics cut it at the checkpoint's step). An empty path writes
+// nothing (the data-parallel ranks other than 0).
 class MetricsWriter {
  public:
-  explicit MetricsWriter(const fs::path& path) : path_(path.string()), file_(std::fopen(path_.c_str(), "a")) {
-    if (!file_) throw Error(path_ + ": cannot create file");
+  explicit MetricsWriter(const fs::path& path)
+      : path_(path.string()), file_(path_.empty() ? nullptr : std::fopen(path_.c_str(), "a")) {
+    if (!path_.empty() && !file_) throw Error(path_ + ": cannot create file");
   }
-  ~MetricsWriter() { std::fclose(file_); }
+  ~MetricsWriter() {
+    if (file_) std::fclose(file_);
+  }
   MetricsWriter(const MetricsWriter&) = delete;
   MetricsWriter& operator=(const MetricsWriter&) = delete;
 
   void write(const nlohmann::ordered_json& record) {
+    if (!file_) return;
     std::string line = record.dump() + "\n";
     if (std::fputs(line.c_str(), file_) < 0 || std::fflush(file_) != 0) throw Error(path_ + ": cannot write");
   }
@@ -117,8 +124,10 @@ struct StepStats {
 // One optimizer step (DAPE-SPEC §2.2): gradients of grad_accum micro-batches, global-norm clip, the finite
 // check, the AdamW update with lr(step - 1), then the optional Kerple projection. The model's noise (dropout,
 // randomized positions) is seeded from (train.seed, step, micro-batch), so a resumed run draws the same.
+// One optimizer step; with data parallel the gradients are averaged over dp before clipping, and the loss
+// and tokens are the step's over all ranks.
 StepStats train_step(int step, Trainer& trainer, const model::LrSchedule& schedule, TrainingData& data,
-                     const TrainConfig& t, MicroBatch& batch) {
+                     const TrainConfig& t, MicroBatch& batch, const comm::ProcessGroup& dp) {
   StepStats stats;
   trainer.zero_grad();
   for (int m = 0; m < t.grad_accum; ++m) {
@@ -131,6 +140,13 @@ StepStats train_step(int step, Trainer& trainer, const model::LrSchedule& schedu
     stats.tokens += static_cast<long long>(batch.B) * batch.T;
   }
   stats.loss /= t.grad_accum;
+  if (dp.size() > 1) {
+    trainer.average_gradients(dp);
+    double loss = stats.loss;
+    dp.all_reduce_sum(&loss, 1, "the step's loss");
+    stats.loss = loss / dp.size();
+    stats.tokens *= dp.size();
+  }
   stats.grad_norm = trainer.clip_grad_norm(t.clip);
   if (!std::isfinite(stats.grad_norm)) refuse_step(step, "grad norm", stats.grad_norm, t);
   stats.lr = schedule.lr_at(step - 1);
@@ -140,12 +156,14 @@ StepStats train_step(int step, Trainer& trainer, const model::LrSchedule& schedu
 }
 
 // The log lines, metrics.jsonl and the progress bar of a run.
+// quiet: the data-parallel ranks other than 0, which print and write nothing.
 class StepLogger {
  public:
-  StepLogger(const fs::path& metrics_path, const TrainConfig& t)
-      : t_(t), log_(make_logger()), metrics_(metrics_path) {}
+  StepLogger(const fs::path& metrics_path, const TrainConfig& t, bool quiet)
+      : t_(t), quiet_(quiet), log_(make_logger()), metrics_(quiet ? fs::path() : metrics_path) {}
 
   void info(const std::string& line) {
+    if (quiet_) return;
     progress_.clear();
     log_->info("{}", line);
   }
@@ -191,7 +209,7 @@ class StepLogger {
           step, std::to_string(t_.steps).size(), t_.steps, s.loss, s.lr, s.grad_norm,
           format_rate(tokens_per_s), format_duration(elapsed), format_duration(eta)));
     }
-    if (progress_.enabled()) {
+    if (!quiet_ && progress_.enabled()) {
       char text[96];
       std::snprintf(text, sizeof text, "%d/%d  loss %.4f  ETA ", step, t_.steps, s.loss);
       progress_.update(double(step) / t_.steps, text + format_duration(eta), step == t_.steps);
@@ -208,6 +226,7 @@ class StepLogger {
 
  private:
   const TrainConfig& t_;
+  bool quiet_;
   std::shared_ptr<spdlog::logger> log_;
   MetricsWriter metrics_;
   ProgressLine progress_;
@@ -265,11 +284,39 @@ std::string choose_run_dir(const std::string& requested, const std::string& conf
   return dir;
 }
 
-void run_training(const RunConfig& config, const std::string& command, const std::string& run_dir,
+namespace {
+
+// The run directory of rank 0, on every rank (each rank chose its own, and a timestamped name may differ).
+std::string shared_run_dir(const comm::ProcessGroup& world, const std::string& own) {
+  uint64_t size = own.size();
+  world.broadcast(&size, sizeof size, 0, "the run directory's name");
+  std::string dir = world.rank() == 0 ? own : std::string(size, ' ');
+  world.broadcast(dir.data(), size, 0, "the run directory's name");
+  return dir;
+}
+
+// The data-parallel group of the job: parallel.dp ranks (0: all); ConfigError when the job has another
+// number of processes.
+comm::ProcessGroup data_parallel_group(const ParallelConfig& p) {
+  comm::Runtime& runtime = comm::Runtime::get();
+  runtime.set_collective_timeout(p.timeout_s);
+  try {
+    return runtime.make_grid(1, p.dp).dp_group;
+  } catch (const std::invalid_argument& e) {
+    throw ConfigError(std::string(e.what()));
+  }
+}
+
+}  // namespace
+
+void run_training(const RunConfig& config, const std::string& command, const std::string& own_run_dir,
                   TrainingData& data) {
   const TrainConfig& t = config.train;
   const auto start = Clock::now();
   const StopSignals stop_signals;
+  const comm::ProcessGroup dp = data_parallel_group(config.parallel);
+  const bool lead = dp.rank() == 0;  // writes the run directory and prints; the others only train
+  const std::string run_dir = shared_run_dir(dp, own_run_dir);
 
   // The host model and optimizer hold the run's state for checkpoints and the final evaluation; the trainer
   // trains them in place (cpu) or a copy on the GPU that it downloads into them (launcher/trainer.h).
@@ -282,32 +329,48 @@ void run_training(const RunConfig& config, const std::string& command, const std
   if (resuming) resumed = resume_from_checkpoints(run_dir, config, data.num_windows, gpt, adamw);
   std::vector<std::string> device_log;
   const std::unique_ptr<Trainer> trainer = make_trainer(config, gpt, adamw, &device_log);
+  if (dp.size() > 1) {
+    device_log.push_back(fmt::format("data parallel: {} ranks of {} sequences, {} sequences per step",
+                                     dp.size(), t.micro_batch, dp.size() * t.micro_batch * t.grad_accum));
+    dp.barrier("start-up: every rank has looked for checkpoints before rank 0 creates the run directory");
+  }
 
-  fs::create_directories(checkpoints_dir(run_dir));
   const std::string config_text = "# Resolved by `" + command + "`; every key is listed.\n" + to_yaml(config);
-  write_text_atomic((fs::path(run_dir) / "config.yaml").string(), config_text);
-  if (resuming) truncate_metrics((fs::path(run_dir) / "metrics.jsonl").string(), resumed.progress.step);
-  StepLogger logger(fs::path(run_dir) / "metrics.jsonl", t);
+  if (lead) {
+    fs::create_directories(checkpoints_dir(run_dir));
+    write_text_atomic((fs::path(run_dir) / "config.yaml").string(), config_text);
+    if (resuming) truncate_metrics((fs::path(run_dir) / "metrics.jsonl").string(), resumed.progress.step);
+  }
+  StepLogger logger(fs::path(run_dir) / "metrics.jsonl", t, !lead);
   logger.log_start(command, run_dir, config, gpt.num_parameters(), trainer->arena_bytes(), data.log_lines);
   for (const std::string& line : device_log) logger.info(line);
   for (const std::string& line : resumed.log) logger.info(line);
   logger.resume(resumed.progress);
-  Checkpointer checkpointer(run_dir, config, config_text, gpt.num_parameters(),
-                            [&logger](const std::string& line) { logger.info(line); });
+  std::optional<Checkpointer> checkpointer;
+  if (lead)
+    checkpointer.emplace(run_dir, config, config_text, gpt.num_parameters(),
+                         [&logger](const std::string& line) { logger.info(line); });
 
   MicroBatch batch;
   batch.cursor = resumed.progress.cursor;
+  batch.rank = dp.rank(), batch.ranks = dp.size();
   auto save = [&](int step) {
     trainer->download();
-    checkpointer.save(gpt, adamw, {step, logger.tokens(), logger.elapsed(), batch.cursor}, data.num_windows);
+    if (checkpointer)
+      checkpointer->save(gpt, adamw, {step, logger.tokens(), logger.elapsed(), batch.cursor},
+                         data.num_windows);
   };
   for (int step = resumed.progress.step + 1; step <= t.steps; ++step) {
-    logger.log_step(step, train_step(step, *trainer, schedule, data, t, batch));
-    checkpointer.poll();
-    const char* signal = stop_signals.received();
+    logger.log_step(step, train_step(step, *trainer, schedule, data, t, batch, dp));
+    if (checkpointer) checkpointer->poll();
+    // Every rank stops after the same step: a signal on any rank stops all.
+    const char* own_signal = stop_signals.received();
+    double stop = own_signal ? 1.0 : 0.0;
+    dp.all_reduce_max(&stop, 1, "the stop signal");
+    const char* signal = own_signal ? own_signal : stop > 0 ? "a stop signal on another rank" : nullptr;
     if (signal || (t.ckpt_every > 0 && step % t.ckpt_every == 0 && step < t.steps)) save(step);
     if (signal) {
-      checkpointer.finish();
+      if (checkpointer) checkpointer->finish();
       logger.info(
           fmt::format("received {}: stopped after step {} of {} and saved a checkpoint; run the same "
                       "command to continue",
@@ -322,8 +385,9 @@ void run_training(const RunConfig& config, const std::string& command, const std
 
   const FinalEvaluation final_eval = data.evaluate(gpt, *trainer);
   logger.log_final(final_eval.record, final_eval.line);
+  if (!lead) return;
   write_weights(fs::path(run_dir) / "model.h5", gpt);
-  checkpointer.finish();
+  checkpointer->finish();
   logger.info(fmt::format("wrote {} in {}", (fs::path(run_dir) / "model.h5").string(),
                           format_duration(seconds_since(start))));
   std::fputs(plot_loss_curve(read_metrics(run_dir)).c_str(), stdout);
@@ -353,8 +417,8 @@ void train(const TrainRequest& request) {
   training.next = [&](int, int, MicroBatch& batch) {
     batch.B = t.micro_batch, batch.T = t.seq_len;
     batch.inputs.resize(size_t(batch.B) * batch.T), batch.targets.resize(batch.inputs.size());
-    batch.cursor =
-        train_windows->train_batch(batch.inputs.data(), batch.targets.data(), batch.B, t.seed, batch.cursor);
+    batch.cursor = train_windows->train_batch(batch.inputs.data(), batch.targets.data(), batch.B, t.seed,
+                                              batch.cursor, batch.rank, batch.ranks);
   };
   training.evaluate = [&](model::GPT<float>&, Trainer& trainer) {
     int64_t n_val = 0;

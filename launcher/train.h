@@ -44,6 +44,9 @@ struct MicroBatch {
   std::vector<int32_t> inputs, targets;  // (B,T); a negative target is a position without a loss
   int B = 0, T = 0;
   int64_t cursor = 0;
+  // Data parallel: this process is rank `rank` of `ranks`; its micro-batch is its share of the ranks'
+  // ranks x B sequences of the step (the cursor advances by all of them).
+  int rank = 0, ranks = 1;
 };
 
 // The evaluation after the last step: its metrics.jsonl fields and its log line.

@@ -24,6 +24,14 @@ class CpuTrainer final : public Trainer {
   double clip_grad_norm(double max_norm) override {
     return model::clip_grad_norm(gpt_.grads(), gpt_.num_parameters(), max_norm);
   }
+  void average_gradients(const comm::ProcessGroup& group) override {
+    if (group.size() == 1) return;
+    float* g = gpt_.grads();
+    const size_t n = gpt_.num_parameters();
+    group.all_reduce_sum(g, n, "gradient all-reduce (data parallel)");
+    const float scale = 1.0f / float(group.size());
+    for (size_t i = 0; i < n; ++i) g[i] *= scale;
+  }
   void adamw_step(double lr) override { adamw_.step(gpt_.params(), gpt_.grads(), lr); }
   float evaluate(const int32_t* inputs, const int32_t* targets, int B, int T,
                  float* position_losses) override {

@@ -19,6 +19,7 @@
 #include <string>
 #include <vector>
 
+#include "comm/process_group.h"
 #include "launcher/config.h"
 #include "model/gpt.h"
 #include "model/optimizer.h"
@@ -43,6 +44,9 @@ class Trainer {
   // model::clip_grad_norm: returns the global gradient norm; scales the gradients when it exceeds
   // max_norm > 0.
   virtual double clip_grad_norm(double max_norm) = 0;
+  // Data parallel: gradients = their mean over the ranks of `group` (an all-reduce), after the backward of
+  // the step's last micro-batch. A group of one leaves them as they are.
+  virtual void average_gradients(const comm::ProcessGroup& group) = 0;
   // One AdamW update with this learning rate.
   virtual void adamw_step(double lr) = 0;
   // The evaluation forward (GPT<float>::evaluate or GPTCuda::evaluate: no backward, memory linear in T, any

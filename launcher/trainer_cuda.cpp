@@ -35,6 +35,13 @@ class CudaTrainer final : public Trainer {
   }
   void backward(float loss_scale) override { gpt_.backward(loss_scale); }
   double clip_grad_norm(double max_norm) override { return gpt_.clip_grad_norm(max_norm); }
+  void average_gradients(const comm::ProcessGroup& group) override {
+    if (group.size() > 1)
+      throw ConfigError(
+          "parallel.dp = " + std::to_string(group.size()) +
+          " with train.device = cuda: data parallel over GPUs (NCCL) is not implemented yet; train "
+          "data-parallel on CPUs (train.device=cpu) or on one GPU");
+  }
   void adamw_step(double lr) override { gpt_.adamw_step(lr); }
   float evaluate(const int32_t* inputs, const int32_t* targets, int B, int T,
                  float* position_losses) override {

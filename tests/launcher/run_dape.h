@@ -68,8 +68,8 @@ class ScratchTest : public ::testing::Test {
   DapeRun dape(const std::string& args) const {
     fs::path out = dir_ / "stdout.txt", err = dir_ / "stderr.txt";
     std::string command = "cd " + quote(cwd().string()) + " && OMP_NUM_THREADS=" + std::to_string(threads) +
-                          " " + quote(kDape) + " " + args + " > " + quote(out.string()) + " 2> " +
-                          quote(err.string());
+                          " " + launch_prefix + quote(kDape) + " " + args + " > " + quote(out.string()) +
+                          " 2> " + quote(err.string());
     int status = std::system(command.c_str());
     DapeRun run;
     run.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
@@ -80,6 +80,8 @@ class ScratchTest : public ::testing::Test {
 
   // OpenMP threads of the runs. One by default: the models are tiny, and ctest runs two tests at once.
   int threads = 1;
+  // Put before the dape binary, e.g. "mpirun -np 2 " (with its trailing space); empty: dape alone.
+  std::string launch_prefix;
 
   // `dape train CONFIG --run-dir RUN --set ...` with the given overrides.
   DapeRun train(const std::string& config, const fs::path& run_dir,

@@ -64,6 +64,8 @@ TEST(ConfigSchema, HasExactlyTheDocumentedKeys) {
                                              "train.ckpt_every",
                                              "train.keep_last",
                                              "train.device",
+                                             "parallel.dp",
+                                             "parallel.timeout_s",
                                              "data.train",
                                              "data.val",
                                              "data.tokenizer",
