@@ -88,8 +88,8 @@ void check_options(const EvalOptions& o) {
   if (o.json_out.empty()) throw ConfigError("--json: name the output file, e.g. --json eval.json");
 }
 
-std::string results_json(const EvalOptions& o, const data::WindowSource& data,
-                         const std::vector<ModelResults>& models) {
+// The "results" array of the JSON file: one record per model and length.
+nlohmann::ordered_json results_array(const std::vector<ModelResults>& models, int last) {
   nlohmann::ordered_json results = nlohmann::ordered_json::array();
   for (const ModelResults& m : models)
     for (const LengthResult& r : m.lengths)
@@ -100,13 +100,18 @@ std::string results_json(const EvalOptions& o, const data::WindowSource& data,
                          {"ppl", r.ppl},
                          {"tokens", r.tokens},
                          {"windows", r.windows},
-                         {"scored_per_window", scored_positions(r.length, o.last)},
+                         {"scored_per_window", scored_positions(r.length, last)},
                          {"seconds", r.seconds}});
+  return results;
+}
+
+std::string results_json(const EvalOptions& o, const data::WindowSource& data,
+                         const std::vector<ModelResults>& models) {
   nlohmann::ordered_json j = {{"data", data.source()},
                               {"tokenizer", data.tokenizer()},
                               {"last", o.last},
                               {"batches", o.batches},
-                              {"results", results}};
+                              {"results", results_array(models, o.last)}};
   return j.dump(2) + "\n";
 }
 
@@ -196,7 +201,91 @@ void run_eval(const EvalOptions& o) {
     std::printf("wrote %s\n", o.plot_out.c_str());
 }
 
+// `dape eval-merge`: the JSON files of several `dape eval` runs on the same data (one per job-array task of
+// slurm/eval.sbatch) as one results file, table and plot, as if one `dape eval` had scored them all.
+struct MergeOptions {
+  std::vector<std::string> parts;
+  std::string json_out, plot_out;
+};
+
+void run_eval_merge(const MergeOptions& o) {
+  nlohmann::ordered_json first;
+  std::vector<ModelResults> models;  // in order of first appearance
+  std::map<std::string, size_t> model_index;
+  std::map<std::pair<std::string, int>, std::string> seen;  // (checkpoint, length) -> the file
+  std::vector<int> lengths;
+  for (const std::string& path : o.parts) {
+    std::ifstream in(path);
+    if (!in) throw ConfigError(path + ": cannot open; expected a results file of dape eval --json");
+    nlohmann::ordered_json j;
+    try {
+      j = nlohmann::ordered_json::parse(in);
+      if (first.is_null()) first = j;
+      for (const char* key : {"data", "tokenizer", "last", "batches"})
+        if (j.at(key) != first.at(key))
+          throw ConfigError(path + ": its " + key + " (" + j.at(key).dump() + ") differs from " +
+                            o.parts.front() + "'s (" + first.at(key).dump() +
+                            "); merge only results of the same evaluation");
+      for (const auto& r : j.at("results")) {
+        const std::string checkpoint = r.at("checkpoint");
+        LengthResult length;
+        length.length = r.at("length"), length.loss = r.at("loss"), length.ppl = r.at("ppl");
+        length.tokens = r.at("tokens"), length.windows = r.at("windows"), length.seconds = r.at("seconds");
+        const auto key = std::make_pair(checkpoint, length.length);
+        if (seen.count(key))
+          throw ConfigError(path + ": " + checkpoint + " at length " + std::to_string(length.length) +
+                            " is also in " + seen[key] + "; give each result once");
+        seen[key] = path;
+        if (!model_index.count(checkpoint)) {
+          model_index[checkpoint] = models.size();
+          models.push_back({checkpoint, r.at("pe"), {}});
+        }
+        models[model_index[checkpoint]].lengths.push_back(length);
+        if (std::find(lengths.begin(), lengths.end(), length.length) == lengths.end())
+          lengths.push_back(length.length);
+      }
+    } catch (const nlohmann::json::exception& e) {
+      throw ConfigError(path + ": not a results file of dape eval --json (" + e.what() + ")");
+    }
+  }
+  std::sort(lengths.begin(), lengths.end());
+  for (ModelResults& m : models) {
+    std::sort(m.lengths.begin(), m.lengths.end(),
+              [](const LengthResult& a, const LengthResult& b) { return a.length < b.length; });
+    for (int L : lengths)
+      if (!seen.count({m.path, L}))
+        throw ConfigError(m.path + " has no result at length " + std::to_string(L) +
+                          " in the files given (did that evaluation fail or not finish?)");
+  }
+  EvalOptions merged;
+  merged.lengths = lengths, merged.last = first.at("last"), merged.batches = first.at("batches");
+  nlohmann::ordered_json out = first;
+  out["results"] = results_array(models, merged.last);
+  write_text_atomic(o.json_out, out.dump(2) + "\n");
+  std::printf(
+      "dape eval-merge: %zu file(s), %zu model(s) x %zu length(s)\n\nperplexity by evaluation "
+      "length\n\n%s\nwrote %s\n",
+      o.parts.size(), models.size(), lengths.size(), perplexity_table(merged, models).c_str(),
+      o.json_out.c_str());
+  std::fflush(stdout);
+  if (!o.plot_out.empty() && draw_plot("plot_eval.py", {o.json_out, o.plot_out}, "the plot " + o.plot_out))
+    std::printf("wrote %s\n", o.plot_out.c_str());
+}
+
 }  // namespace
+
+void add_eval_merge_command(CLI::App& app) {
+  auto o = std::make_shared<MergeOptions>();
+  CLI::App* cmd = app.add_subcommand(
+      "eval-merge", "merge the JSON files of several dape eval runs (e.g. a SLURM job array) into one table");
+  cmd->add_option("parts", o->parts, "results files of dape eval --json, of the same data and settings")
+      ->required()
+      ->check(CLI::ExistingFile);
+  cmd->add_option("--json", o->json_out, "write the merged results here")->required();
+  cmd->add_option("--plot", o->plot_out,
+                  "draw perplexity against length here (PNG, needs python3-matplotlib)");
+  cmd->callback([o] { run_eval_merge(*o); });
+}
 
 void add_eval_command(CLI::App& app) {
   auto o = std::make_shared<EvalOptions>();

@@ -15,15 +15,17 @@ class App;
 
 namespace dape::launcher {
 
-void add_prepare_command(CLI::App& app);    // dape prepare (launcher/cmd_prepare.cpp)
-void add_corpus_command(CLI::App& app);     // dape corpus (launcher/cmd_corpus.cpp)
-void add_eval_command(CLI::App& app);       // dape eval (launcher/cmd_eval.cpp)
-void add_export_command(CLI::App& app);     // dape export (launcher/cmd_export.cpp)
-void add_inspect_command(CLI::App& app);    // dape inspect (launcher/cmd_inspect.cpp)
-void add_visualize_command(CLI::App& app);  // dape visualize (launcher/cmd_visualize.cpp)
-void add_tokenize_command(CLI::App& app);   // dape tokenize (launcher/cmd_tokenize.cpp)
-void add_che_command(CLI::App& app);        // dape che sample|train|eval|table (launcher/cmd_che.cpp)
-void add_bench_command(CLI::App& app);      // dape bench (launcher/cmd_bench.cpp)
+void add_prepare_command(CLI::App& app);     // dape prepare (launcher/cmd_prepare.cpp)
+void add_corpus_command(CLI::App& app);      // dape corpus (launcher/cmd_corpus.cpp)
+void add_eval_command(CLI::App& app);        // dape eval (launcher/cmd_eval.cpp)
+void add_eval_merge_command(CLI::App& app);  // dape eval-merge (launcher/cmd_eval.cpp)
+void add_export_command(CLI::App& app);      // dape export (launcher/cmd_export.cpp)
+void add_inspect_command(CLI::App& app);     // dape inspect (launcher/cmd_inspect.cpp)
+void add_visualize_command(CLI::App& app);   // dape visualize (launcher/cmd_visualize.cpp)
+void add_tokenize_command(CLI::App& app);    // dape tokenize (launcher/cmd_tokenize.cpp)
+void add_che_command(CLI::App& app);         // dape che sample|train|eval|table (launcher/cmd_che.cpp)
+void add_bench_command(CLI::App& app);       // dape bench (launcher/cmd_bench.cpp)
+void add_launch_command(CLI::App& app);      // dape launch slurm (launcher/cmd_launch.cpp)
 
 // The progress bar of `dape prepare` and `dape corpus` on stderr, and their closing summary
 // (cmd_prepare.cpp).

@@ -48,6 +48,8 @@ int main(int argc, char** argv) {
   plot_cmd->add_option("run_dir", plot_dir, "run directory (or its metrics.jsonl)")->required();
 
   add_eval_command(app);
+  add_eval_merge_command(app);
+  add_launch_command(app);
   add_visualize_command(app);
   add_inspect_command(app);
   add_export_command(app);

@@ -9,6 +9,7 @@ packages=(
   libyaml-cpp-dev libcli11-dev nlohmann-json3-dev libicu-dev
   libzstd-dev libssl-dev libxml2-dev zlib1g-dev libgmp-dev
   libopenmpi-dev openmpi-bin
+  slurmctld slurmd slurm-client munge
   python3 python3-torch python3-h5py python3-numpy python3-matplotlib
 )
 
