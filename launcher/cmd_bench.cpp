@@ -5,6 +5,10 @@
 //   dape bench --device cuda|cpu --config configs/125m.yaml [--pe PE] [--seq-len T] [--micro-batch B]
 //              [--steps 20] [--warmup 3] [--eval-lengths 2048,8192,16384]
 //
+// Under mpirun or srun every process is a data-parallel rank (gradients averaged as in dape train); rank 0
+// prints the step over all ranks' tokens, the gradient all-reduce's median time and the efficiency
+// 1 - all-reduce / step.
+//
 // Model FLOP per step, torch_ref.py's convention (shared/perf/TARGETS.md): 6 x N x tokens for the weights
 // (N = every parameter, embeddings included) plus 12 x L x T x d x tokens for the attention, causal pairs
 // counted in full. MFU divides by 989 TFLOP/s, the dense bf16 peak of an H100 SXM.
@@ -20,6 +24,7 @@
 #include <string>
 #include <vector>
 
+#include "comm/process_group.h"
 #include "kernels/error.h"
 #include "kernels/random.h"
 #include "launcher/commands.h"
@@ -141,29 +146,41 @@ void run_bench(const BenchRequest& r) {
   Rng rng(t.seed, "bench");
   const std::vector<int32_t> inputs = random_tokens(rng, size_t(B) * T, m.vocab_size),
                              targets = random_tokens(rng, size_t(B) * T, m.outputs());
+  // Under mpirun or srun every process is a data-parallel rank; rank 0 prints.
+  const comm::ProcessGroup dp = comm::Runtime::get().make_grid(1, 0).dp_group;
+  const bool lead = dp.rank() == 0;
 
-  const double tokens = double(B) * T;
+  const double tokens = double(B) * T * dp.size();
   const double n_params = double(gpt.num_parameters());
   const double flop_per_step = 6 * n_params * tokens + 12.0 * m.n_layers * T * m.d_model * tokens;
-  std::printf(
-      "dape bench: %s, %s, %d layers, d %d, %d heads, %.1fM parameters, B x T = %d x %d, %d warm-up + "
-      "%d timed steps of forward, backward, clipping and AdamW on random tokens\n",
-      trainer->device_name().c_str(), r.config_path.c_str(), m.n_layers, m.d_model, m.n_heads, n_params / 1e6,
-      B, T, r.warmup, r.steps);
-  std::printf(
-      "model FLOP per step = 6 x N x tokens + 12 x L x T x d x tokens = %.3g (torch_ref.py's "
-      "convention)%s\n",
-      flop_per_step, cuda ? "; MFU against 989 TFLOP/s (H100 SXM dense bf16)" : "");
+  if (lead) {
+    std::printf(
+        "dape bench: %s, %s, %d layers, d %d, %d heads, %.1fM parameters, B x T = %d x %d%s, %d warm-up + "
+        "%d timed steps of forward, backward, clipping and AdamW on random tokens\n",
+        trainer->device_name().c_str(), r.config_path.c_str(), m.n_layers, m.d_model, m.n_heads,
+        n_params / 1e6, B, T,
+        dp.size() > 1 ? (" on each of " + std::to_string(dp.size()) + " ranks").c_str() : "", r.warmup,
+        r.steps);
+    std::printf(
+        "model FLOP per step = 6 x N x tokens + 12 x L x T x d x tokens = %.3g (torch_ref.py's "
+        "convention)%s\n",
+        flop_per_step, cuda ? "; MFU against 989 TFLOP/s (H100 SXM dense bf16)" : "");
+  }
 
-  std::vector<double> step_s;
+  std::vector<double> step_s, reduce_s;
   size_t device_memory = 0;
   for (int step = 1; step <= r.warmup + r.steps; ++step) {
     trainer->synchronize();
+    dp.barrier("the start of a timed step");
     const auto t0 = Clock::now();
     trainer->zero_grad();
     trainer->set_noise_seed(Rng::mix(t.seed ^ uint64_t(step)));
     const float loss = trainer->forward(inputs.data(), targets.data(), B, T);
     trainer->backward(1.0f);
+    trainer->synchronize();
+    const auto t1 = Clock::now();
+    trainer->average_gradients(dp);
+    if (step > r.warmup) reduce_s.push_back(seconds_since(t1));
     trainer->clip_grad_norm(t.clip);
     trainer->adamw_step(t.lr);
     trainer->synchronize();  // the AdamW update is still queued on the GPU when adamw_step returns
@@ -186,7 +203,17 @@ void run_bench(const BenchRequest& r) {
   } else {
     std::snprintf(buf, sizeof buf, " | peak RSS %.2f GiB", peak_rss_gib());
   }
-  std::printf("%s%s\n", line.c_str(), buf);
+  line += buf;
+  if (dp.size() > 1) {
+    // The share of the step not spent averaging gradients: what the ranks keep of their own speed.
+    const double reduce = median(reduce_s);
+    std::snprintf(buf, sizeof buf,
+                  " | data parallel: %d ranks, gradient all-reduce %.2f ms (median), efficiency %.1f%%",
+                  dp.size(), reduce * 1e3, 100 * (1 - reduce / s));
+    line += buf;
+  }
+  if (!lead) return;
+  std::printf("%s\n", line.c_str());
 
   bench_evaluation(*trainer, m, cuda, eval_lengths, rng);
   std::fflush(stdout);

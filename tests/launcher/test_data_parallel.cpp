@@ -105,6 +105,16 @@ TEST_F(DataParallelTest, FourRanksAndGradientAccumulationEqualOneLargerBatch) {
   expect_same_training("one", "accumulated");
 }
 
+TEST_F(DataParallelTest, BenchUnderMpirunPrintsTheAllReduceAndTheEfficiency) {
+  launch_prefix = mpirun(2);
+  const DapeRun r = dape("bench --device cpu --config " + quote(kTinyConfig) + " --steps 3 --warmup 1");
+  launch_prefix.clear();
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("B x T = 8 x 32 on each of 2 ranks"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("| data parallel: 2 ranks, gradient all-reduce "), std::string::npos) << r.out;
+  EXPECT_EQ(std::count(r.out.begin(), r.out.end(), '\n'), 3) << "rank 1 printed too:\n" << r.out;
+}
+
 TEST_F(DataParallelTest, ARankCountOtherThanParallelDpIsRefusedNamingTheKey) {
   const DapeRun r = run("wrong", 2, {"parallel.dp=3"});
   EXPECT_NE(r.exit_code, 0);
