@@ -30,7 +30,7 @@ class Trainer {
  public:
   virtual ~Trainer() = default;
 
-  // "cpu" or "cuda (NVIDIA H100 80GB HBM3)".
+  // "cpu" or "cuda:0 (NVIDIA H100 80GB HBM3)" (the rank's GPU on its node: kernels::cuda_use_local_device).
   virtual std::string device_name() const = 0;
   // The activation arena sized for the B, T the trainer was made for.
   virtual size_t arena_bytes() const = 0;

@@ -17,13 +17,14 @@ class CudaTrainer final : public Trainer {
   CudaTrainer(model::GPT<float>& host, model::AdamW<float>& adamw, const TrainConfig& t, int B, int T)
       : host_(host),
         adamw_(adamw),
+        device_(kernels::cuda_use_local_device()),
         memory_before_(kernels::cuda_memory_in_use()),
         gpt_(host.config(), {t.beta1, t.beta2, t.eps, t.weight_decay}) {
     gpt_.upload_parameters(host_);
     gpt_.upload_moments(adamw_.first_moment(), adamw_.second_moment(), host_.num_parameters(),
                         adamw_.steps_taken());
     gpt_.allocate(B, T);
-    name_ = "cuda (" + kernels::cuda_device_name(0) + ")";
+    name_ = "cuda:" + std::to_string(device_) + " (" + kernels::cuda_device_name(device_) + ")";
   }
 
   std::string device_name() const override { return name_; }
@@ -69,6 +70,7 @@ class CudaTrainer final : public Trainer {
  private:
   model::GPT<float>& host_;
   model::AdamW<float>& adamw_;
+  int device_;            // this rank's GPU on its node (device_for_local_rank), made current first
   size_t memory_before_;  // declared before gpt_: sampled before the model takes device memory
   model::GPTCuda gpt_;
   std::string name_;
@@ -86,9 +88,10 @@ std::unique_ptr<Trainer> make_cuda_trainer(model::GPT<float>& gpt, model::AdamW<
 }
 
 Evaluator make_cuda_evaluator(model::GPT<float>& gpt, std::string* device_name) {
+  const int gpu = kernels::cuda_use_local_device();
   auto device = std::make_shared<model::GPTCuda>(gpt.config());
   device->upload_parameters(gpt);
-  *device_name = "cuda (" + kernels::cuda_device_name(0) + ")";
+  *device_name = "cuda:" + std::to_string(gpu) + " (" + kernels::cuda_device_name(gpu) + ")";
   return [device](const int32_t* inputs, const int32_t* targets, int B, int T, float* position_losses) {
     return device->evaluate(inputs, targets, B, T, position_losses);
   };

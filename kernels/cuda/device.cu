@@ -6,6 +6,7 @@
 
 #include <cuda_runtime.h>
 
+#include <cstdlib>
 #include <stdexcept>
 #include <string>
 
@@ -40,6 +41,25 @@ std::string cuda_device_name(int device) {
                              describe(err) + " at " + __FILE__ + ":" + std::to_string(__LINE__));
   }
   return prop.name;
+}
+
+int local_rank_from_environment() {
+  for (const char* name : {"SLURM_LOCALID", "OMPI_COMM_WORLD_LOCAL_RANK", "LOCAL_RANK"})
+    if (const char* value = std::getenv(name)) return std::atoi(value);
+  return 0;
+}
+
+int cuda_use_local_device() {
+  std::string why;
+  const int count = cuda_device_count(&why);
+  if (count == 0) throw std::runtime_error("no usable CUDA device: " + why);
+  const int device = device_for_local_rank(local_rank_from_environment(), count);
+  const cudaError_t err = cudaSetDevice(device);
+  if (err != cudaSuccess) {
+    cudaGetLastError();
+    throw std::runtime_error("cudaSetDevice(" + std::to_string(device) + ") failed: " + describe(err));
+  }
+  return device;
 }
 
 size_t cuda_memory_in_use() {

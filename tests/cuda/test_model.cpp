@@ -34,6 +34,7 @@
 #include <vector>
 
 #include "cuda_test_support.h"
+#include "kernels/cuda/device.h"
 #include "kernels/error.h"
 #include "kernels/random.h"
 #include "model/config.h"
@@ -295,6 +296,16 @@ TEST_F(CudaModel, TrainingFollowsTheCpuCurveAndRepeatsBitwise) {
     EXPECT_TRUE(gpu1 == gpu2) << "two GPU runs gave different loss curves";
     EXPECT_TRUE(params1 == params2) << "two GPU runs ended with different parameters";
   }
+}
+
+// Several ranks on a node: each takes its own GPU when it sees all of them, device 0 when it sees only its
+// own. A pure function: runs without a GPU.
+TEST(CudaDeviceChoice, LocalRankModuloTheVisibleDevices) {
+  EXPECT_EQ(kernels::device_for_local_rank(0, 4), 0);
+  EXPECT_EQ(kernels::device_for_local_rank(3, 4), 3);
+  EXPECT_EQ(kernels::device_for_local_rank(5, 4), 1);
+  EXPECT_EQ(kernels::device_for_local_rank(2, 1), 0);  // srun --gpus-per-task=1: each rank sees one
+  EXPECT_EQ(kernels::device_for_local_rank(-1, 2), 0);
 }
 
 // Refused before any device work, so these run without a GPU.

@@ -58,6 +58,8 @@ if ! diff <(without_timing full/metrics.jsonl) <(without_timing preempted/metric
 fi
 stopped=$(grep -o "stopped after step [0-9]*" "preempted-$job.out" | head -1)
 [[ -n $stopped ]] || { echo "the job was not stopped by the signal (it finished before?)" >&2; exit 1; }
+grep -q "resuming from preempted/checkpoints/step_0*${stopped##* } " "preempted-$job.out" ||
+  { echo "the requeued job did not resume from the checkpoint of ${stopped##* }" >&2; exit 1; }
 echo "resumed run equals the uninterrupted one: $(grep -c loss full/metrics.jsonl) metrics records, $stopped"
 
 echo "== 3. a failing job fails sbatch --wait"
