@@ -98,6 +98,20 @@ void all_reduce_chunks(MPI_Comm comm, T* data, size_t n, MPI_Datatype type, MPI_
   }
 }
 
+// A collective of n floats per rank whose result in a group of one (comm nullptr) is `in` itself: checks the
+// count and marks the call for the watchdog. collective(comm, count) makes the MPI call.
+template <typename Collective>
+void exchange(const MPI_Comm* comm, float* out, const float* in, size_t n, const char* what, const char* call,
+              Collective collective) {
+  if (!comm) {
+    std::copy(in, in + n, out);
+    return;
+  }
+  const int count = checked_count(n, what);
+  Running running(what);
+  check_mpi(collective(*comm, count), call, what);
+}
+
 }  // namespace
 
 ProcessGroup::ProcessGroup() = default;
@@ -113,34 +127,22 @@ void ProcessGroup::all_reduce_max(double* data, size_t n, const char* what) cons
 }
 
 void ProcessGroup::reduce_scatter_sum(float* out, const float* in, size_t n, const char* what) const {
-  if (!impl_) {
-    std::copy(in, in + n, out);
-    return;
-  }
-  const int count = checked_count(n, what);
-  Running running(what);
-  check_mpi(MPI_Reduce_scatter_block(in, out, count, MPI_FLOAT, MPI_SUM, impl_->comm),
-            "MPI_Reduce_scatter_block", what);
+  exchange(impl_ ? &impl_->comm : nullptr, out, in, n, what, "MPI_Reduce_scatter_block",
+           [&](MPI_Comm comm, int count) {
+             return MPI_Reduce_scatter_block(in, out, count, MPI_FLOAT, MPI_SUM, comm);
+           });
 }
 
 void ProcessGroup::all_gather(float* out, const float* in, size_t n, const char* what) const {
-  if (!impl_) {
-    std::copy(in, in + n, out);
-    return;
-  }
-  const int count = checked_count(n, what);
-  Running running(what);
-  check_mpi(MPI_Allgather(in, count, MPI_FLOAT, out, count, MPI_FLOAT, impl_->comm), "MPI_Allgather", what);
+  exchange(impl_ ? &impl_->comm : nullptr, out, in, n, what, "MPI_Allgather", [&](MPI_Comm comm, int count) {
+    return MPI_Allgather(in, count, MPI_FLOAT, out, count, MPI_FLOAT, comm);
+  });
 }
 
 void ProcessGroup::all_to_all(float* out, const float* in, size_t n, const char* what) const {
-  if (!impl_) {
-    std::copy(in, in + n, out);
-    return;
-  }
-  const int count = checked_count(n, what);
-  Running running(what);
-  check_mpi(MPI_Alltoall(in, count, MPI_FLOAT, out, count, MPI_FLOAT, impl_->comm), "MPI_Alltoall", what);
+  exchange(impl_ ? &impl_->comm : nullptr, out, in, n, what, "MPI_Alltoall", [&](MPI_Comm comm, int count) {
+    return MPI_Alltoall(in, count, MPI_FLOAT, out, count, MPI_FLOAT, comm);
+  });
 }
 
 void ProcessGroup::broadcast(void* data, size_t bytes, int root, const char* what) const {

@@ -38,6 +38,20 @@ size_t round_up(size_t n, size_t multiple) {
   return (n + multiple - 1) / multiple * multiple;
 }
 
+// Hands out 256-byte aligned views of an arena in order; with base = nullptr it only counts the bytes.
+struct ArenaCarver {
+  uint8_t* base;
+  size_t used = 0;
+  void* take(size_t bytes) {
+    void* p = base ? base + used : nullptr;
+    used += round_up(bytes, kAlignBytes);
+    return p;
+  }
+  bf16* h(size_t n) { return static_cast<bf16*>(take(n * sizeof(bf16))); }
+  float* f(size_t n) { return static_cast<float*>(take(n * sizeof(float))); }
+  int32_t* i32(size_t n) { return static_cast<int32_t*>(take(n * sizeof(int32_t))); }
+};
+
 // Activations of one layer, views into the arena; the block diagram is gpt.cpp's. bf16 except the
 // layernorm statistics and the attention's saved scores, probabilities and bias (fp32).
 struct LayerActivations {
@@ -207,15 +221,10 @@ struct GPTCuda::State {
     const size_t BNTT = size_t(B_) * NH * T_ * T_, NTT = NH * size_t(T_) * T_;
     const bool bias = config.base_pe() != k::PeKind::none && config.base_pe() != k::PeKind::rope;
     const bool fp32_qk = kc::attention_scores_from_fp32(attention_spec(B_, T_, -1));
-    size_t used = 0;
-    auto take = [&](size_t bytes) -> void* {
-      void* p = place ? arena.data() + used : nullptr;
-      used += round_up(bytes, kAlignBytes);
-      return p;
-    };
-    auto h = [&](size_t n) { return static_cast<bf16*>(take(n * sizeof(bf16))); };
-    auto f = [&](size_t n) { return static_cast<float*>(take(n * sizeof(float))); };
-    auto i32 = [&](size_t n) { return static_cast<int32_t*>(take(n * sizeof(int32_t))); };
+    ArenaCarver views{place ? arena.data() : nullptr};
+    auto h = [&](size_t n) { return views.h(n); };
+    auto f = [&](size_t n) { return views.f(n); };
+    auto i32 = [&](size_t n) { return views.i32(n); };
     inputs_dev = i32(BT), targets_dev = i32(BT), encoder_scratch = i32(2 * BT);
     encoded = h(BT * C);
     layers.resize(config.n_layers);
@@ -245,7 +254,7 @@ struct GPTCuda::State {
     attn_scratch.dbias = bias ? f(NTT) : nullptr;
     const size_t partials = kc::attention_partials_floats(attention_spec(B_, T_, -1));
     attn_scratch.partials = partials ? f(partials) : nullptr;
-    return used;
+    return views.used;
   }
 
   // Lays out the evaluation arena for (B, T), as layout() does; query blocks and head rows of about 2^26
@@ -257,22 +266,14 @@ struct GPTCuda::State {
     e.query_block = int(std::clamp<size_t>(kBlockValues / (size_t(B_) * config.n_heads * T_), 1, T_));
     if (e.query_block >= 64) e.query_block -= e.query_block % 64;
     e.head_rows = int(std::clamp<size_t>(kBlockValues / V, 1, BT));
-    size_t used = 0;
-    auto take = [&](size_t bytes) -> void* {
-      void* p = place ? eval_arena.data() + used : nullptr;
-      used += round_up(bytes, kAlignBytes);
-      return p;
-    };
-    auto h = [&](size_t n) { return static_cast<bf16*>(take(n * sizeof(bf16))); };
-    auto f = [&](size_t n) { return static_cast<float*>(take(n * sizeof(float))); };
-    e.inputs = static_cast<int32_t*>(take(BT * sizeof(int32_t)));
-    e.targets = static_cast<int32_t*>(take(BT * sizeof(int32_t)));
-    e.residual = h(BT * C), e.ln = h(BT * C), e.atty = h(BT * C), e.qkv_fch = h(BT * 4 * C);
-    e.mean = f(BT), e.rstd = f(BT);
-    e.attention = take(kc::attention_inference_workspace_bytes(attention_spec(B_, T_, -1), e.query_block));
-    e.logits = h(size_t(e.head_rows) * V);
-    e.losses = f(e.head_rows);
-    return used;
+    ArenaCarver a{place ? eval_arena.data() : nullptr};
+    e.inputs = a.i32(BT), e.targets = a.i32(BT);
+    e.residual = a.h(BT * C), e.ln = a.h(BT * C), e.atty = a.h(BT * C), e.qkv_fch = a.h(BT * 4 * C);
+    e.mean = a.f(BT), e.rstd = a.f(BT);
+    e.attention = a.take(kc::attention_inference_workspace_bytes(attention_spec(B_, T_, -1), e.query_block));
+    e.logits = a.h(size_t(e.head_rows) * V);
+    e.losses = a.f(e.head_rows);
+    return a.used;
   }
 };
 

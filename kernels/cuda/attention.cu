@@ -219,32 +219,29 @@ __device__ inline DapeShared<kH> load_dape_weights(float* smem, const DapeTensor
   return {W1, c1, W2t, c2};
 }
 
+// acc + row . x over kH values, added in index order; row a padded row in shared memory (float4 reads).
+template <int kH>
+__device__ inline float add_dot_row(float acc, const float* row, const float* x) {
+  const float4* r4 = reinterpret_cast<const float4*>(row);
+#pragma unroll
+  for (int q = 0; q < kH / 4; ++q) {
+    const float4 w = r4[q];
+    acc += w.x * x[4 * q];
+    acc += w.y * x[4 * q + 1];
+    acc += w.z * x[4 * q + 2];
+    acc += w.w * x[4 * q + 3];
+  }
+  return acc;
+}
+
 // u = c1[d] + W1[d] . (zs, beta) for hidden unit d, in input order (the scores' inputs, then the biases'
 // when concat): the CPU's order of summation. zs and beta are zero beyond NH.
 template <int kH>
 __device__ inline float dape_hidden(const DapeShared<kH>& w, int d, const float* zs, const float* beta,
                                     bool concat) {
-  const float4* row = reinterpret_cast<const float4*>(w.W1 + size_t(d) * 2 * kH);
-  float u = w.c1[d];
-#pragma unroll
-  for (int q = 0; q < kH / 4; ++q) {
-    const float4 x = row[q];
-    u += x.x * zs[4 * q];
-    u += x.y * zs[4 * q + 1];
-    u += x.z * zs[4 * q + 2];
-    u += x.w * zs[4 * q + 3];
-  }
-  if (concat) {
-#pragma unroll
-    for (int q = 0; q < kH / 4; ++q) {
-      const float4 x = row[kH / 4 + q];
-      u += x.x * beta[4 * q];
-      u += x.y * beta[4 * q + 1];
-      u += x.z * beta[4 * q + 2];
-      u += x.w * beta[4 * q + 3];
-    }
-  }
-  return u;
+  const float* row = w.W1 + size_t(d) * 2 * kH;
+  const float u = add_dot_row<kH>(w.c1[d], row, zs);
+  return concat ? add_dot_row<kH>(u, row + kH, beta) : u;
 }
 
 // acc[h] += v[h] * a for every h < kH, v a padded row of kH in shared memory (float4 reads).
@@ -514,16 +511,7 @@ __global__ void __launch_bounds__(kTilePairs)
       }
       for (int d = 0; d < D; ++d) {
         const float u = dape_hidden<kH>(w, d, zs, beta, concat);
-        const float4* w2 = reinterpret_cast<const float4*>(w.W2t + size_t(d) * kH);
-        float ga = 0.0f;
-#pragma unroll
-        for (int q = 0; q < kH / 4; ++q) {
-          const float4 x = w2[q];
-          ga += x.x * gp[4 * q];
-          ga += x.y * gp[4 * q + 1];
-          ga += x.z * gp[4 * q + 2];
-          ga += x.w * gp[4 * q + 3];
-        }
+        const float ga = add_dot_row<kH>(0.0f, w.W2t + size_t(d) * kH, gp);
         const float gu = ga * activate_derivative(u, dd.act);
         a_row[d] = activate(u, dd.act);
         gu_row[d] = gu;
