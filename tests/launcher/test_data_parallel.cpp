@@ -60,11 +60,12 @@ class DataParallelTest : public ScratchTest {
     return r;
   }
 
-  // Losses (every step and the validation) and final parameters of two runs agree to kTol.
-  void expect_same_training(const std::string& a, const std::string& b) {
+  // Losses (every step and the validation loss, if any: `records` in all) and final parameters of two
+  // runs agree to kTol.
+  void expect_same_training(const std::string& a, const std::string& b, size_t records = 7) {
     const std::vector<double> la = losses(cwd() / a / "metrics.jsonl"),
                               lb = losses(cwd() / b / "metrics.jsonl");
-    ASSERT_EQ(la.size(), 7u) << a;  // 6 steps and val_loss
+    ASSERT_EQ(la.size(), records) << a;
     ASSERT_EQ(la.size(), lb.size()) << b;
     EXPECT_LE(relative_difference(la, lb), kTol) << a << " vs " << b;
     const LoadedModel ma = load_model((cwd() / a / "model.h5").string());
@@ -103,6 +104,22 @@ TEST_F(DataParallelTest, FourRanksAndGradientAccumulationEqualOneLargerBatch) {
   const DapeRun accumulated = run("accumulated", 1, {"train.micro_batch=4", "train.grad_accum=2"});
   ASSERT_EQ(accumulated.exit_code, 0) << accumulated.err;
   expect_same_training("one", "accumulated");
+}
+
+// dape che train shares the loop: its generated batches are split by rank. No dropout (masks are drawn per
+// rank); the randomized positions are drawn alike on every rank, as in one process.
+TEST_F(DataParallelTest, CheTrainingOnTwoRanksEqualsOneProcess) {
+  const std::string args =
+      "che train --task even_pairs --pe dape-kerple --budget smoke --seed 1 --set train.steps=6 "
+      "--set train.log_every=1 --set train.eps=1e-3 --set model.dropout=0 --set model.n_layers=2 "
+      "--set model.d_model=32 --set model.n_heads=4 --set che.max_length=10 --set train.micro_batch=";
+  const DapeRun one = dape(args + "8 --run-dir " + quote((cwd() / "che-1").string()));
+  ASSERT_EQ(one.exit_code, 0) << one.err;
+  launch_prefix = mpirun(2);
+  const DapeRun two = dape(args + "4 --run-dir " + quote((cwd() / "che-2").string()));
+  launch_prefix.clear();
+  ASSERT_EQ(two.exit_code, 0) << two.err << two.out;
+  expect_same_training("che-1", "che-2", 6);
 }
 
 TEST_F(DataParallelTest, BenchUnderMpirunPrintsTheAllReduceAndTheEfficiency) {
