@@ -172,10 +172,7 @@ void run_eval(const EvalOptions& o) {
   for (size_t m = 0; m < loaded.size(); ++m) {
     ModelResults results{o.checkpoints[m], model::to_string(loaded[m].config.pe), {}};
     std::string device_name;
-    const Device device = o.device == "cpu"    ? Device::cpu
-                          : o.device == "cuda" ? Device::cuda
-                                               : Device::automatic;
-    const Evaluator evaluate = make_evaluator(*loaded[m].gpt, device, &device_name);
+    const Evaluator evaluate = make_evaluator(*loaded[m].gpt, device_from_string(o.device), &device_name);
     std::printf("  %s: evaluating on %s\n", model_label(results.pe, results.path).c_str(),
                 device_name.c_str());
     for (int L : o.lengths) {

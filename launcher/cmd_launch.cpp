@@ -91,9 +91,8 @@ void run_launch(const LaunchRequest& r) {
   if (r.gpus_per_node < 0)
     throw ConfigError("--gpus-per-node = " + std::to_string(r.gpus_per_node) + ": expected 0 (CPU) or more");
   if (r.dry_run && r.submit) throw ConfigError("--dry-run and --submit: pick one");
-  // The config must load and validate here, not hours later in the queue.
-  RunConfig config = load_config(r.config_path, r.overrides);
-  validate_training(config);
+  // The config and its data must load and validate here, not hours later in the queue.
+  validate(load_config(r.config_path, r.overrides));
   const fs::path run_dir = fs::absolute(choose_run_dir(r.run_dir, r.config_path));
   const std::string script = job_script(r, run_dir, fs::absolute(r.config_path));
   if (r.dry_run) {

@@ -149,12 +149,11 @@ ConfigKey device_key(std::string name, Field<Device> field, std::string doc) {
           std::move(doc),
           {std::begin(kDeviceNames), std::end(kDeviceNames)},
           [name, field](RunConfig& c, const std::string& v) {
-            for (int i = 0; i < 3; ++i)
-              if (v == kDeviceNames[i]) {
-                field(c) = static_cast<Device>(i);
-                return;
-              }
-            fail(name, v, "expected one of cpu, cuda, auto");
+            try {
+              field(c) = device_from_string(v);
+            } catch (const ConfigError&) {
+              fail(name, v, "expected one of cpu, cuda, auto");
+            }
           },
           [field](const RunConfig& c) { return to_string(read(field, c)); }};
 }
@@ -435,6 +434,12 @@ std::string section_of(const std::string& key) {
 
 std::string to_string(Device device) {
   return kDeviceNames[static_cast<int>(device)];
+}
+
+Device device_from_string(const std::string& name) {
+  for (int i = 0; i < 3; ++i)
+    if (name == kDeviceNames[i]) return static_cast<Device>(i);
+  throw ConfigError("device '" + name + "': expected one of cpu, cuda, auto");
 }
 
 const std::vector<ConfigKey>& config_schema() {

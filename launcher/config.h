@@ -21,6 +21,8 @@ namespace dape::launcher {
 // build has CUDA, a device is usable and the model runs there, else the CPU, and logs which.
 enum class Device { cpu, cuda, automatic };
 std::string to_string(Device device);  // "cpu", "cuda", "auto"
+// The inverse of to_string; throws ConfigError naming the value otherwise.
+Device device_from_string(const std::string& name);
 
 // The train.* keys. Defaults are the tiny CPU run (DAPE-SPEC §2.1) with the optimizer of §2.2.
 struct TrainConfig {

@@ -328,7 +328,7 @@ void run_training(const RunConfig& config, const std::string& command, const std
   ResumeResult resumed;
   if (resuming) resumed = resume_from_checkpoints(run_dir, config, data.num_windows, gpt, adamw);
   std::vector<std::string> device_log;
-  const std::unique_ptr<Trainer> trainer = make_trainer(config, gpt, adamw, &device_log);
+  const std::unique_ptr<Trainer> trainer = make_trainer(config, dp.size(), gpt, adamw, &device_log);
   if (dp.size() > 1) {
     device_log.push_back(fmt::format("data parallel: {} ranks of {} sequences, {} sequences per step",
                                      dp.size(), t.micro_batch, dp.size() * t.micro_batch * t.grad_accum));

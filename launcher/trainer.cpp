@@ -86,11 +86,19 @@ Evaluator make_evaluator(model::GPT<float>& gpt, Device device, std::string* dev
   };
 }
 
-std::unique_ptr<Trainer> make_trainer(const RunConfig& config, model::GPT<float>& gpt,
-                                      model::AdamW<float>& adamw, std::vector<std::string>* log) {
+std::unique_ptr<Trainer> make_trainer(const RunConfig& config, int data_parallel_ranks,
+                                      model::GPT<float>& gpt, model::AdamW<float>& adamw,
+                                      std::vector<std::string>* log) {
   const TrainConfig& t = config.train;
   std::string why;
-  if (t.device != Device::cpu && (t.device == Device::cuda || cuda_usable(&why))) {
+  if (t.device != Device::cpu && data_parallel_ranks > 1) {
+    // Refused before anything is written: the GPU trainer has no gradient all-reduce yet.
+    why = std::to_string(data_parallel_ranks) +
+          " data-parallel ranks, and data parallel over GPUs (NCCL) is not implemented yet";
+    if (t.device == Device::cuda)
+      throw ConfigError("train.device = cuda with " + why +
+                        "; train the ranks on CPUs (train.device=cpu) or run one rank on the GPU");
+  } else if (t.device != Device::cpu && (t.device == Device::cuda || cuda_usable(&why))) {
     try {
       std::unique_ptr<Trainer> trainer = make_cuda_trainer(gpt, adamw, t, t.micro_batch, t.seq_len);
       log->push_back("device: " + trainer->device_name() + " (train.device = " + to_string(t.device) + ")");

@@ -95,9 +95,11 @@ Evaluator make_evaluator(model::GPT<float>& gpt, Device device, std::string* dev
 Evaluator make_cuda_evaluator(model::GPT<float>& gpt, std::string* device_name);
 
 // The trainer of train.device for config.train's B and T: cpu; cuda (validate() checked that a device is
-// usable); or auto: cuda when a device is usable and the model runs on it, else cpu. Appends one line to
-// *log saying which device trains and, for auto on the CPU, why.
-std::unique_ptr<Trainer> make_trainer(const RunConfig& config, model::GPT<float>& gpt,
-                                      model::AdamW<float>& adamw, std::vector<std::string>* log);
+// usable); or auto: cuda when a device is usable and the model runs on it, else cpu. With more than one
+// data-parallel rank the GPU is refused (cuda: ConfigError; auto: cpu). Appends one line to *log saying
+// which device trains and, for auto on the CPU, why.
+std::unique_ptr<Trainer> make_trainer(const RunConfig& config, int data_parallel_ranks,
+                                      model::GPT<float>& gpt, model::AdamW<float>& adamw,
+                                      std::vector<std::string>* log);
 
 }  // namespace dape::launcher

@@ -132,6 +132,18 @@ TEST_F(DataParallelTest, BenchUnderMpirunPrintsTheAllReduceAndTheEfficiency) {
   EXPECT_EQ(std::count(r.out.begin(), r.out.end(), '\n'), 3) << "rank 1 printed too:\n" << r.out;
 }
 
+// train.device = auto with several ranks trains on the CPUs and says why (the GPU trainer has no all-reduce
+// yet), whatever GPUs the machine has.
+TEST_F(DataParallelTest, AutoDeviceWithSeveralRanksTrainsOnTheCpus) {
+  const DapeRun r = run("auto", 2, {"train.micro_batch=4", "train.device=auto"});
+  ASSERT_EQ(r.exit_code, 0) << r.err << r.out;
+  EXPECT_NE(r.out.find("device: cpu (train.device = auto: 2 data-parallel ranks, and data parallel over GPUs "
+                       "(NCCL) is not implemented yet)"),
+            std::string::npos)
+      << r.out;
+  EXPECT_TRUE(fs::exists(cwd() / "auto" / "model.h5"));
+}
+
 TEST_F(DataParallelTest, ARankCountOtherThanParallelDpIsRefusedNamingTheKey) {
   const DapeRun r = run("wrong", 2, {"parallel.dp=3"});
   EXPECT_NE(r.exit_code, 0);
